@@ -1,0 +1,1060 @@
+//! The receiver's state machine: datagrams in, file blocks and outcomes out.
+//!
+//! ```text
+//!  handle_datagram(now, bytes)
+//!     │  decode + integrity check ──✗──▶ dropped (counted by reason)
+//!     │  sequence number ──────────dup─▶ dropped
+//!     ▼
+//!  descriptor ─▶ transfer table (≤ max_transfers)
+//!  shard ──────▶ pending block (K slots of shard size; parity parks in
+//!     │          the slots of missing data shards)
+//!     │  K shards ─▶ FEC decode if needed ─▶ Event::BlockReady ─▶ driver writes
+//!     │                                          └─▶ whole-file BLAKE3, in order
+//!     │  memory budget full ─▶ Event::SpillBlock (driver writes the data
+//!     │          shards it has; a later pass brings fresh parity, and
+//!     │          Event::ReloadBlock asks for them back)
+//!     ▼
+//!  all blocks ─▶ Event::TransferComplete (digest verified, mismatched,
+//!                or to be read back); idle too long ─▶ Event::TransferExpired
+//! ```
+//!
+//! Memory is bounded by [`ReassemblerConfig::max_memory`]: each transfer
+//! may hold `max_memory / max_transfers` bytes of blocks, whatever its size.
+//! Beyond that it spills incomplete blocks to the driver, which writes the
+//! data shards where they belong in the partial file anyway. Per transfer,
+//! the core also keeps one bit per block (done) and, for spilled blocks,
+//! one bit per data shard.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::control::{EndOfPass, Heartbeat};
+use crate::descriptor::{MAX_TRANSFER_LEN, TransferDescriptor, TransferId};
+use crate::fec::{BlockDecoder, Slot};
+use crate::loss::{LossMeter, LossStats, SeqVerdict};
+use crate::wire::{DecodeError, FrameKind, FrameRef, Integrity, decode_frame};
+
+/// Limits and keys of a reassembler, fixed at start.
+#[derive(Debug, Clone)]
+pub struct ReassemblerConfig {
+    /// CRC32C, or the link key whose MAC every frame must carry.
+    pub integrity: Integrity,
+    /// Transfers held at once; descriptors of further ones are dropped
+    /// (and counted) until one completes or expires.
+    pub max_transfers: usize,
+    /// Bytes of block buffers held across all transfers.
+    pub max_memory: usize,
+    /// A transfer that receives nothing for this long expires.
+    pub transfer_expiry: Duration,
+    /// Completed transfer ids remembered, so that their frames in later
+    /// passes are dropped cheaply.
+    pub remember_finished: usize,
+    /// Largest transfer accepted.
+    pub max_transfer_size: u64,
+}
+
+impl Default for ReassemblerConfig {
+    fn default() -> Self {
+        Self {
+            integrity: Integrity::Crc32c,
+            max_transfers: 4,
+            max_memory: 96 << 20,
+            transfer_expiry: Duration::from_secs(600),
+            remember_finished: 4096,
+            max_transfer_size: MAX_TRANSFER_LEN,
+        }
+    }
+}
+
+/// What became of a completed transfer's whole-file hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestCheck {
+    /// Hashed while blocks arrived; equals the descriptor's BLAKE3.
+    Verified,
+    /// Hashed while blocks arrived; differs from the descriptor's BLAKE3.
+    /// The file is wrong and must not be used.
+    Mismatch,
+    /// Blocks arrived too far out of order to hash on the fly: the driver
+    /// must hash the written file and compare with the descriptor.
+    NeedsReadBack,
+}
+
+/// Work for the driver and news for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A transfer was seen for the first time (or anew after expiry): the
+    /// driver prepares a partial file of `size` bytes.
+    TransferStarted(TransferDescriptor),
+    /// A block is whole: write `data` at `offset`.
+    BlockReady {
+        /// The transfer.
+        transfer: TransferId,
+        /// Block index.
+        block: u32,
+        /// Byte offset in the file.
+        offset: u64,
+        /// The block's bytes (the last block is cut to the file size).
+        data: Bytes,
+    },
+    /// A block is incomplete and memory is needed elsewhere: write
+    /// [`SpilledBlock::segments`] into the partial file. A later pass will
+    /// bring parity, and [`Event::ReloadBlock`] will ask for them back.
+    SpillBlock(SpilledBlock),
+    /// A spilled block can now be rebuilt: read `len` bytes at `offset` of
+    /// the partial file and hand them to [`Reassembler::reload`].
+    ReloadBlock {
+        /// The transfer.
+        transfer: TransferId,
+        /// Block index.
+        block: u32,
+        /// Byte offset in the file.
+        offset: u64,
+        /// Bytes to read (the block's true length).
+        len: usize,
+    },
+    /// The sender finished a pass over a transfer; `missing_blocks` were
+    /// not yet rebuilt and wait for a later pass.
+    PassEnded {
+        /// The transfer.
+        transfer: TransferId,
+        /// The pass that ended.
+        pass: u32,
+        /// Passes the sender plans (0: open-ended).
+        passes: u32,
+        /// Blocks still missing.
+        missing_blocks: u32,
+    },
+    /// Every block was delivered.
+    TransferComplete {
+        /// The transfer.
+        descriptor: TransferDescriptor,
+        /// Whether the file's BLAKE3 was checked on the fly.
+        digest: DigestCheck,
+    },
+    /// Nothing arrived for the expiry time; these blocks never arrived.
+    TransferExpired {
+        /// The transfer.
+        descriptor: TransferDescriptor,
+        /// Missing block ranges.
+        missing: Vec<Range<u32>>,
+    },
+    /// A heartbeat from the sender.
+    Heartbeat {
+        /// The sender's epoch.
+        epoch: u64,
+        /// Its counters.
+        heartbeat: Heartbeat,
+    },
+    /// Frames of a new sender epoch arrived: the sender restarted.
+    SenderRestarted {
+        /// The epoch seen before.
+        previous: u64,
+        /// The new one.
+        epoch: u64,
+    },
+}
+
+/// Data shards of an incomplete block, for the driver to keep on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpilledBlock {
+    /// The transfer.
+    pub transfer: TransferId,
+    /// Block index.
+    pub block: u32,
+    /// Byte offset of the block in the file.
+    pub offset: u64,
+    /// The block buffer; only the shard ranges in `shards` are meaningful.
+    pub data: Bytes,
+    /// Runs of data shards present, by shard index.
+    pub shards: Vec<Range<u16>>,
+    /// Shard size, to turn shard ranges into byte ranges.
+    pub shard_size: usize,
+}
+
+impl SpilledBlock {
+    /// (file offset, bytes) for every run of data shards to write.
+    pub fn segments(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        self.shards.iter().filter_map(|r| {
+            let start = usize::from(r.start) * self.shard_size;
+            let end = (usize::from(r.end) * self.shard_size).min(self.data.len());
+            let bytes = self.data.get(start..end)?;
+            (!bytes.is_empty()).then_some((self.offset + start as u64, bytes))
+        })
+    }
+}
+
+/// Frames dropped, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Not a v1 frame: bad length, magic, reserved bits, length mismatch.
+    pub malformed: u64,
+    /// A v1-looking frame of another version or kind.
+    pub unsupported: u64,
+    /// CRC32C mismatch: corrupted on the link.
+    pub corrupt: u64,
+    /// No MAC, or a wrong one, while a link key is configured.
+    pub unauthenticated: u64,
+    /// Sequence number already seen, or older than the window.
+    pub duplicate: u64,
+    /// Shard or end-of-pass of a transfer whose descriptor was not seen.
+    pub no_descriptor: u64,
+    /// Frame of a transfer already completed.
+    pub finished: u64,
+    /// Shard of a block already rebuilt, or a shard seen twice.
+    pub redundant: u64,
+    /// Shard that does not fit its descriptor (index, length), a payload
+    /// that does not parse, or a descriptor this receiver refuses.
+    pub invalid: u64,
+    /// Descriptor of a new transfer while `max_transfers` are held.
+    pub too_many_transfers: u64,
+    /// Descriptor that disagrees with the one held for the same id.
+    pub descriptor_conflict: u64,
+    /// Shard of a new block while the transfer's memory share is taken by
+    /// blocks waiting for the driver to reload them.
+    pub overload: u64,
+}
+
+/// Everything the reassembler counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed in.
+    pub datagrams: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Dropped frames by reason.
+    pub dropped: DropCounts,
+    /// Sequence-number accounting.
+    pub loss: LossStats,
+    /// Blocks whose data shards all arrived.
+    pub blocks_clean: u64,
+    /// Blocks rebuilt with parity.
+    pub blocks_repaired: u64,
+    /// Blocks still missing when a pass ended (summed over passes).
+    pub blocks_unrecovered_at_pass_end: u64,
+    /// Blocks handed to the driver incomplete.
+    pub blocks_spilled: u64,
+    /// Spilled blocks read back to be rebuilt.
+    pub blocks_reloaded: u64,
+    /// Transfers completed with a verified or read-back digest.
+    pub transfers_completed: u64,
+    /// Transfers whose on-the-fly digest did not match.
+    pub transfers_corrupt: u64,
+    /// Transfers that expired incomplete.
+    pub transfers_expired: u64,
+}
+
+/// The durable part of a transfer, for a driver to persist beside the
+/// partial file and hand back after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferState {
+    /// The transfer.
+    pub descriptor: TransferDescriptor,
+    /// Blocks written in full, one bit per block.
+    pub done: Vec<u64>,
+    /// Spilled blocks, with one bit per data shard written.
+    pub spilled: Vec<(u32, Vec<u64>)>,
+}
+
+/// Why [`Reassembler::import_state`] refused a saved state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// Bitmaps do not match the descriptor's geometry.
+    #[error("saved state does not match its descriptor")]
+    Inconsistent,
+    /// The transfer is already held, or the table is full.
+    #[error("no room for transfer {0}")]
+    NoRoom(TransferId),
+}
+
+/// A fixed-size bit set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bits {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bits {
+    fn new(len: usize) -> Self {
+        Self {
+            words: vec![0; len.div_ceil(64)],
+            len,
+        }
+    }
+    fn from_words(words: Vec<u64>, len: usize) -> Option<Self> {
+        if words.len() != len.div_ceil(64) {
+            return None;
+        }
+        let b = Self { words, len };
+        // No bit beyond `len` may be set.
+        (b.count() == (0..len).filter(|&i| b.get(i)).count()).then_some(b)
+    }
+    fn get(&self, i: usize) -> bool {
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
+    }
+    fn set(&mut self, i: usize) {
+        if i < self.len
+            && let Some(w) = self.words.get_mut(i / 64)
+        {
+            *w |= 1u64 << (i % 64);
+        }
+    }
+    fn count(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+    fn runs(&self, present: bool) -> Vec<Range<usize>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        for i in 0..self.len {
+            match (self.get(i) == present, start) {
+                (true, None) => start = Some(i),
+                (false, Some(s)) => {
+                    out.push(s..i);
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            out.push(s..self.len);
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockState {
+    Collecting,
+    /// Enough shards: waiting for the driver to hand back spilled ones.
+    AwaitingReload,
+}
+
+/// An incomplete block held in memory.
+#[derive(Debug)]
+struct PendingBlock {
+    /// K slots of shard size.
+    buf: BytesMut,
+    /// What each slot holds.
+    slots: Vec<Slot>,
+    /// Data shards the driver holds on disk (spilled earlier); their slots
+    /// stay free for the reload.
+    on_disk: Option<Bits>,
+    /// Distinct shards known: in slots plus on disk.
+    count: usize,
+    /// Parity indices held, to drop repeats.
+    parity_seen: HashSet<u32>,
+    state: BlockState,
+    /// For least-recently-used eviction.
+    last_touch: u64,
+}
+
+/// One transfer being received.
+#[derive(Debug)]
+struct Transfer {
+    desc: TransferDescriptor,
+    done: Bits,
+    pending: HashMap<u32, PendingBlock>,
+    /// Spilled blocks not currently pending: data shards on disk.
+    spilled: HashMap<u32, Bits>,
+    /// Whole-file hash over blocks `0..hashed`; `None` once given up.
+    hasher: Option<blake3::Hasher>,
+    hashed: u32,
+    /// Ready blocks waiting for the hash to reach them.
+    unhashed: BTreeMap<u32, Bytes>,
+    last_seen: Instant,
+}
+
+impl Transfer {
+    fn held_blocks(&self) -> usize {
+        self.pending.len() + self.unhashed.len()
+    }
+    fn missing_runs(&self) -> Vec<Range<u32>> {
+        self.done
+            .runs(false)
+            .into_iter()
+            .map(|r| r.start as u32..r.end as u32)
+            .collect()
+    }
+}
+
+/// Rebuilds transfers from datagrams. See the module docs.
+#[derive(Debug)]
+pub struct Reassembler {
+    config: ReassemblerConfig,
+    transfers: HashMap<TransferId, Transfer>,
+    finished: HashSet<TransferId>,
+    finished_order: VecDeque<TransferId>,
+    loss: LossMeter,
+    decoder: BlockDecoder,
+    events: VecDeque<Event>,
+    stats: Stats,
+    /// Bytes in block buffers (pending and awaiting the hash).
+    memory: usize,
+    tick: u64,
+}
+
+impl Reassembler {
+    /// A reassembler with these limits.
+    pub fn new(config: ReassemblerConfig) -> Self {
+        Self {
+            config,
+            transfers: HashMap::new(),
+            finished: HashSet::new(),
+            finished_order: VecDeque::new(),
+            loss: LossMeter::default(),
+            decoder: BlockDecoder::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            memory: 0,
+            tick: 0,
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.loss = self.loss.stats();
+        s
+    }
+
+    /// Bytes held in block buffers now; never above `max_memory`.
+    pub fn memory_in_use(&self) -> usize {
+        self.memory
+    }
+
+    /// Transfers in progress.
+    pub fn transfers_in_flight(&self) -> usize {
+        self.transfers.len()
+    }
+
+    /// Progress of one transfer: (blocks done, block count).
+    pub fn progress(&self, id: TransferId) -> Option<(u32, u32)> {
+        self.transfers
+            .get(&id)
+            .map(|t| (t.done.count() as u32, t.desc.block_count))
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Reassembler::handle_timeout`] should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.transfers
+            .values()
+            .map(|t| t.last_seen + self.config.transfer_expiry)
+            .min()
+    }
+
+    /// Expires transfers idle for longer than the expiry time.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expiry = self.config.transfer_expiry;
+        let stale: Vec<TransferId> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(t.last_seen) >= expiry)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(t) = self.remove(id) {
+                self.stats.transfers_expired += 1;
+                let missing = t.missing_runs();
+                self.events.push_back(Event::TransferExpired {
+                    descriptor: t.desc,
+                    missing,
+                });
+            }
+        }
+    }
+
+    /// Remembers a transfer as finished (for instance one the driver
+    /// published before a restart), so its frames are dropped cheaply.
+    pub fn mark_finished(&mut self, id: TransferId) {
+        if self.finished.insert(id) {
+            self.finished_order.push_back(id);
+            while self.finished_order.len() > self.config.remember_finished {
+                if let Some(old) = self.finished_order.pop_front() {
+                    self.finished.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Forgets a transfer entirely (the driver gave up on it).
+    pub fn forget(&mut self, id: TransferId) {
+        self.remove(id);
+    }
+
+    /// The durable state of a transfer in progress.
+    pub fn export_state(&self, id: TransferId) -> Option<TransferState> {
+        let t = self.transfers.get(&id)?;
+        let mut spilled: Vec<(u32, Vec<u64>)> = t
+            .spilled
+            .iter()
+            .map(|(b, bits)| (*b, bits.words.clone()))
+            .collect();
+        for (b, p) in &t.pending {
+            if let Some(bits) = &p.on_disk {
+                spilled.push((*b, bits.words.clone()));
+            }
+        }
+        spilled.sort_by_key(|(b, _)| *b);
+        Some(TransferState {
+            descriptor: t.desc.clone(),
+            done: t.done.words.clone(),
+            spilled,
+        })
+    }
+
+    /// Spills every incomplete block of every transfer, so that
+    /// [`Reassembler::export_state`] covers all shards received (call it
+    /// before a shutdown).
+    pub fn spill_all(&mut self) {
+        let ids: Vec<TransferId> = self.transfers.keys().copied().collect();
+        for id in ids {
+            let blocks: Vec<u32> = self
+                .transfers
+                .get(&id)
+                .map(|t| t.pending.keys().copied().collect())
+                .unwrap_or_default();
+            for b in blocks {
+                self.spill(id, b);
+            }
+        }
+    }
+
+    /// Resumes a transfer from a saved state (after a restart). Blocks
+    /// marked done are not rebuilt again; the whole-file digest will have to
+    /// be read back unless no block was done.
+    pub fn import_state(&mut self, now: Instant, state: TransferState) -> Result<(), StateError> {
+        let id = state.descriptor.transfer;
+        if self.transfers.contains_key(&id) || self.transfers.len() >= self.config.max_transfers {
+            return Err(StateError::NoRoom(id));
+        }
+        let blocks = state.descriptor.block_count as usize;
+        let k = usize::from(state.descriptor.fec.data_shards());
+        let done = Bits::from_words(state.done, blocks).ok_or(StateError::Inconsistent)?;
+        let mut spilled = HashMap::new();
+        for (b, words) in state.spilled {
+            if b as usize >= blocks || done.get(b as usize) {
+                return Err(StateError::Inconsistent);
+            }
+            let bits = Bits::from_words(words, k).ok_or(StateError::Inconsistent)?;
+            spilled.insert(b, bits);
+        }
+        let fresh = done.count() == 0;
+        self.transfers.insert(
+            id,
+            Transfer {
+                desc: state.descriptor,
+                done,
+                pending: HashMap::new(),
+                spilled,
+                hasher: fresh.then(blake3::Hasher::new),
+                hashed: 0,
+                unhashed: BTreeMap::new(),
+                last_seen: now,
+            },
+        );
+        Ok(())
+    }
+
+    /// Handles one datagram from the link.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        self.stats.datagrams += 1;
+        self.stats.bytes += datagram.len() as u64;
+        let frame = match decode_frame(datagram, &self.config.integrity) {
+            Ok(f) => f,
+            Err(e) => {
+                let d = &mut self.stats.dropped;
+                match e {
+                    DecodeError::Corrupt => d.corrupt += 1,
+                    DecodeError::Unauthenticated | DecodeError::BadMac => d.unauthenticated += 1,
+                    DecodeError::UnsupportedVersion(_) | DecodeError::UnknownKind(_) => {
+                        d.unsupported += 1
+                    }
+                    DecodeError::BadLength(_)
+                    | DecodeError::BadMagic
+                    | DecodeError::Reserved
+                    | DecodeError::LengthMismatch { .. } => d.malformed += 1,
+                }
+                return;
+            }
+        };
+        let h = frame.header;
+        match self.loss.observe(h.epoch, h.seq) {
+            SeqVerdict::Duplicate | SeqVerdict::Stale => {
+                self.stats.dropped.duplicate += 1;
+                return;
+            }
+            SeqVerdict::NewEpoch {
+                previous: Some(previous),
+            } => self.events.push_back(Event::SenderRestarted {
+                previous,
+                epoch: h.epoch,
+            }),
+            _ => {}
+        }
+        match h.kind {
+            FrameKind::Heartbeat => match Heartbeat::decode(frame.payload) {
+                Some(heartbeat) => self.events.push_back(Event::Heartbeat {
+                    epoch: h.epoch,
+                    heartbeat,
+                }),
+                None => self.stats.dropped.invalid += 1,
+            },
+            FrameKind::Descriptor => self.on_descriptor(now, frame.payload),
+            FrameKind::EndOfPass => self.on_end_of_pass(now, &frame),
+            FrameKind::Data | FrameKind::Parity => self.on_shard(now, &frame),
+        }
+    }
+
+    /// Hands back the bytes asked for by [`Event::ReloadBlock`]. `bytes`
+    /// holds the block's true length read from the partial file.
+    pub fn reload(&mut self, transfer: TransferId, block: u32, bytes: &[u8]) {
+        let Some(t) = self.transfers.get_mut(&transfer) else {
+            return;
+        };
+        let shard = usize::from(t.desc.fec.shard_size());
+        let Some(p) = t.pending.get_mut(&block) else {
+            return;
+        };
+        if p.state != BlockState::AwaitingReload {
+            return;
+        }
+        if let Some(on_disk) = p.on_disk.take() {
+            for (i, slot) in p.slots.iter_mut().enumerate() {
+                if !on_disk.get(i) {
+                    continue;
+                }
+                let start = i * shard;
+                let dst = p.buf.get_mut(start..start + shard);
+                if let Some(dst) = dst {
+                    // The last block may end inside this shard: the rest
+                    // is the zero padding the sender encoded.
+                    let src = bytes.get(start..(start + shard).min(bytes.len())).unwrap_or(&[]);
+                    let (head, tail) = dst.split_at_mut(src.len());
+                    head.copy_from_slice(src);
+                    tail.fill(0);
+                    *slot = Slot::Data;
+                }
+            }
+        }
+        self.stats.blocks_reloaded += 1;
+        self.finish_block(transfer, block);
+    }
+
+    /// The driver could not read a spilled block back: forget its spilled
+    /// shards and wait for more parity.
+    pub fn reload_failed(&mut self, transfer: TransferId, block: u32) {
+        if let Some(p) = self
+            .transfers
+            .get_mut(&transfer)
+            .and_then(|t| t.pending.get_mut(&block))
+            && let Some(on_disk) = p.on_disk.take()
+        {
+            p.count -= on_disk.count();
+            p.state = BlockState::Collecting;
+        }
+    }
+
+    fn remove(&mut self, id: TransferId) -> Option<Transfer> {
+        let t = self.transfers.remove(&id)?;
+        let block_len = t.desc.fec.block_len();
+        self.memory = self.memory.saturating_sub(t.pending.len() * block_len);
+        let unhashed: usize = t.unhashed.values().map(Bytes::len).sum();
+        self.memory = self.memory.saturating_sub(unhashed);
+        Some(t)
+    }
+
+    /// Block buffers one transfer may hold.
+    fn blocks_allowed(&self, block_len: usize) -> usize {
+        self.config.max_memory / self.config.max_transfers.max(1) / block_len.max(1)
+    }
+
+    fn on_descriptor(&mut self, now: Instant, payload: &[u8]) {
+        let Ok(desc) = TransferDescriptor::from_bytes(payload) else {
+            self.stats.dropped.invalid += 1;
+            return;
+        };
+        let id = desc.transfer;
+        if self.finished.contains(&id) {
+            self.stats.dropped.finished += 1;
+            return;
+        }
+        if let Some(t) = self.transfers.get_mut(&id) {
+            if t.desc == desc {
+                t.last_seen = now;
+            } else {
+                self.stats.dropped.descriptor_conflict += 1;
+            }
+            return;
+        }
+        let needed = (desc.block_count as usize).min(2 * usize::from(desc.fec.interleave()));
+        if desc.size > self.config.max_transfer_size
+            || self.blocks_allowed(desc.fec.block_len()) < needed.max(1)
+        {
+            self.stats.dropped.invalid += 1;
+            return;
+        }
+        if self.transfers.len() >= self.config.max_transfers {
+            self.stats.dropped.too_many_transfers += 1;
+            return;
+        }
+        let t = Transfer {
+            done: Bits::new(desc.block_count as usize),
+            desc: desc.clone(),
+            pending: HashMap::new(),
+            spilled: HashMap::new(),
+            hasher: Some(blake3::Hasher::new()),
+            hashed: 0,
+            unhashed: BTreeMap::new(),
+            last_seen: now,
+        };
+        self.transfers.insert(id, t);
+        self.events.push_back(Event::TransferStarted(desc));
+        // An empty file is complete as soon as it is described.
+        self.check_complete(id);
+    }
+
+    fn on_end_of_pass(&mut self, now: Instant, frame: &FrameRef<'_>) {
+        let id = TransferId(frame.header.transfer);
+        let Some(eop) = EndOfPass::decode(frame.payload) else {
+            self.stats.dropped.invalid += 1;
+            return;
+        };
+        if self.finished.contains(&id) {
+            self.stats.dropped.finished += 1;
+            return;
+        }
+        let Some(t) = self.transfers.get_mut(&id) else {
+            self.stats.dropped.no_descriptor += 1;
+            return;
+        };
+        t.last_seen = now;
+        let missing = t.desc.block_count - t.done.count() as u32;
+        self.stats.blocks_unrecovered_at_pass_end += u64::from(missing);
+        self.events.push_back(Event::PassEnded {
+            transfer: id,
+            pass: eop.pass,
+            passes: eop.passes,
+            missing_blocks: missing,
+        });
+    }
+
+    fn on_shard(&mut self, now: Instant, frame: &FrameRef<'_>) {
+        let h = frame.header;
+        let id = TransferId(h.transfer);
+        let Some(t) = self.transfers.get_mut(&id) else {
+            if self.finished.contains(&id) {
+                self.stats.dropped.finished += 1;
+            } else {
+                self.stats.dropped.no_descriptor += 1;
+            }
+            return;
+        };
+        let fec = t.desc.fec;
+        let k = usize::from(fec.data_shards());
+        let shard = usize::from(fec.shard_size());
+        let valid_index = match h.kind {
+            FrameKind::Data => usize::from(h.shard) < k,
+            _ => u32::from(h.shard) < fec.max_recovery(),
+        };
+        if h.block >= t.desc.block_count || !valid_index || frame.payload.len() != shard {
+            self.stats.dropped.invalid += 1;
+            return;
+        }
+        t.last_seen = now;
+        if t.done.get(h.block as usize) {
+            self.stats.dropped.redundant += 1;
+            return;
+        }
+        self.tick += 1;
+        let tick = self.tick;
+        if !self.transfers.get(&id).is_some_and(|t| t.pending.contains_key(&h.block)) {
+            if !self.make_room(id) {
+                self.stats.dropped.overload += 1;
+                return;
+            }
+            let Some(t) = self.transfers.get_mut(&id) else {
+                return;
+            };
+            let on_disk = t.spilled.remove(&h.block);
+            let count = on_disk.as_ref().map_or(0, Bits::count);
+            let block = PendingBlock {
+                buf: BytesMut::zeroed(k * shard),
+                slots: vec![Slot::Empty; k],
+                on_disk,
+                count,
+                parity_seen: HashSet::new(),
+                state: BlockState::Collecting,
+                last_touch: tick,
+            };
+            t.pending.insert(h.block, block);
+            self.memory += k * shard;
+        }
+        let Some(p) = self
+            .transfers
+            .get_mut(&id)
+            .and_then(|t| t.pending.get_mut(&h.block))
+        else {
+            return;
+        };
+        p.last_touch = tick;
+        if p.state != BlockState::Collecting || !store_shard(p, h.kind, h.shard, frame.payload, shard)
+        {
+            self.stats.dropped.redundant += 1;
+            return;
+        }
+        if p.count >= k {
+            if p.on_disk.as_ref().is_some_and(|b| b.count() > 0) {
+                p.state = BlockState::AwaitingReload;
+                let (offset, len) = self
+                    .transfers
+                    .get(&id)
+                    .map(|t| (t.desc.block_offset(h.block), t.desc.block_len(h.block)))
+                    .unwrap_or_default();
+                self.events.push_back(Event::ReloadBlock {
+                    transfer: id,
+                    block: h.block,
+                    offset,
+                    len,
+                });
+            } else {
+                self.finish_block(id, h.block);
+            }
+        }
+    }
+
+    /// Makes room for one more block buffer of transfer `id` within its
+    /// share of memory. Returns false when nothing can be freed.
+    fn make_room(&mut self, id: TransferId) -> bool {
+        let Some(t) = self.transfers.get(&id) else {
+            return false;
+        };
+        let allowed = self.blocks_allowed(t.desc.fec.block_len());
+        if t.held_blocks() < allowed {
+            return true;
+        }
+        if !t.unhashed.is_empty() {
+            // Hashing on the fly costs memory now: give it up; the driver
+            // will read the file back.
+            if let Some(t) = self.transfers.get_mut(&id) {
+                let freed: usize = t.unhashed.values().map(Bytes::len).sum();
+                t.unhashed.clear();
+                t.hasher = None;
+                self.memory = self.memory.saturating_sub(freed);
+            }
+            return true;
+        }
+        let victim = t
+            .pending
+            .iter()
+            .filter(|(_, p)| p.state == BlockState::Collecting)
+            .min_by_key(|(_, p)| p.last_touch)
+            .map(|(b, _)| *b);
+        match victim {
+            Some(b) => {
+                self.spill(id, b);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hands an incomplete block's data shards to the driver and frees it.
+    fn spill(&mut self, id: TransferId, block: u32) {
+        let Some(t) = self.transfers.get_mut(&id) else {
+            return;
+        };
+        let Some(p) = t.pending.remove(&block) else {
+            return;
+        };
+        let k = usize::from(t.desc.fec.data_shards());
+        let shard_size = usize::from(t.desc.fec.shard_size());
+        self.memory = self.memory.saturating_sub(k * shard_size);
+        let mut in_buf = Bits::new(k);
+        for (i, s) in p.slots.iter().enumerate() {
+            if *s == Slot::Data {
+                in_buf.set(i);
+            }
+        }
+        let mut on_disk = p.on_disk.unwrap_or_else(|| Bits::new(k));
+        for i in 0..k {
+            if in_buf.get(i) {
+                on_disk.set(i);
+            }
+        }
+        if on_disk.count() > 0 {
+            t.spilled.insert(block, on_disk);
+        }
+        if in_buf.count() == 0 {
+            return;
+        }
+        self.stats.blocks_spilled += 1;
+        let mut data = p.buf.freeze();
+        data.truncate(t.desc.block_len(block));
+        let shards = in_buf
+            .runs(true)
+            .into_iter()
+            .map(|r| r.start as u16..r.end as u16)
+            .collect();
+        self.events.push_back(Event::SpillBlock(SpilledBlock {
+            transfer: id,
+            block,
+            offset: t.desc.block_offset(block),
+            data,
+            shards,
+            shard_size,
+        }));
+    }
+
+    /// Decodes a block that has K shards in memory and delivers it.
+    fn finish_block(&mut self, id: TransferId, block: u32) {
+        let Some(t) = self.transfers.get_mut(&id) else {
+            return;
+        };
+        let Some(mut p) = t.pending.remove(&block) else {
+            return;
+        };
+        let fec = t.desc.fec;
+        let block_len = fec.block_len();
+        let repaired = p.slots.iter().any(|s| *s != Slot::Data);
+        if repaired && self.decoder.decode(&fec, &mut p.buf, &p.slots).is_err() {
+            // With validated parameters and K distinct shards this cannot
+            // happen; drop the block's shards and let a later pass retry.
+            self.memory = self.memory.saturating_sub(block_len);
+            self.stats.dropped.invalid += 1;
+            return;
+        }
+        if repaired {
+            self.stats.blocks_repaired += 1;
+        } else {
+            self.stats.blocks_clean += 1;
+        }
+        t.done.set(block as usize);
+        let mut data = p.buf.freeze();
+        data.truncate(t.desc.block_len(block));
+        self.memory = self.memory.saturating_sub(block_len);
+        let offset = t.desc.block_offset(block);
+        if t.hasher.is_some() {
+            if block == t.hashed {
+                if let Some(h) = t.hasher.as_mut() {
+                    h.update(&data);
+                }
+                t.hashed += 1;
+                while let Some(next) = t.unhashed.remove(&t.hashed) {
+                    self.memory = self.memory.saturating_sub(next.len());
+                    if let Some(h) = t.hasher.as_mut() {
+                        h.update(&next);
+                    }
+                    t.hashed += 1;
+                }
+            } else {
+                self.memory += data.len();
+                t.unhashed.insert(block, data.clone());
+            }
+        }
+        self.events.push_back(Event::BlockReady {
+            transfer: id,
+            block,
+            offset,
+            data,
+        });
+        self.check_complete(id);
+    }
+
+    fn check_complete(&mut self, id: TransferId) {
+        let complete = self
+            .transfers
+            .get(&id)
+            .is_some_and(|t| t.done.count() == t.desc.block_count as usize);
+        if !complete {
+            return;
+        }
+        let Some(t) = self.remove(id) else {
+            return;
+        };
+        let digest = match t.hasher {
+            Some(h) if t.hashed == t.desc.block_count => {
+                if h.finalize() == t.desc.hash() {
+                    DigestCheck::Verified
+                } else {
+                    DigestCheck::Mismatch
+                }
+            }
+            _ => DigestCheck::NeedsReadBack,
+        };
+        if digest == DigestCheck::Mismatch {
+            // Not remembered as finished: a later pass may deliver it whole.
+            self.stats.transfers_corrupt += 1;
+        } else {
+            self.stats.transfers_completed += 1;
+            self.mark_finished(id);
+        }
+        self.events.push_back(Event::TransferComplete {
+            descriptor: t.desc,
+            digest,
+        });
+    }
+}
+
+/// Puts one shard into its block. Returns false if it was already there.
+fn store_shard(p: &mut PendingBlock, kind: FrameKind, index: u16, payload: &[u8], shard: usize) -> bool {
+    let on_disk = |i: usize| p.on_disk.as_ref().is_some_and(|b| b.get(i));
+    let i = usize::from(index);
+    match kind {
+        FrameKind::Data => {
+            if on_disk(i) {
+                return false;
+            }
+            match p.slots.get(i).copied() {
+                Some(Slot::Data) | None => return false,
+                Some(Slot::Parity(r)) => {
+                    // A parity shard is parked here: move it to a free slot.
+                    let Some(free) = free_slot(p) else {
+                        return false;
+                    };
+                    p.buf.copy_within(i * shard..(i + 1) * shard, free * shard);
+                    if let Some(s) = p.slots.get_mut(free) {
+                        *s = Slot::Parity(r);
+                    }
+                }
+                Some(Slot::Empty) => {}
+            }
+            if let (Some(dst), Some(s)) = (p.buf.get_mut(i * shard..(i + 1) * shard), p.slots.get_mut(i)) {
+                dst.copy_from_slice(payload);
+                *s = Slot::Data;
+            }
+        }
+        _ => {
+            let r = u32::from(index);
+            if p.parity_seen.contains(&r) {
+                return false;
+            }
+            let Some(free) = free_slot(p) else {
+                return false;
+            };
+            if let (Some(dst), Some(s)) = (p.buf.get_mut(free * shard..(free + 1) * shard), p.slots.get_mut(free)) {
+                dst.copy_from_slice(payload);
+                *s = Slot::Parity(r);
+            }
+            p.parity_seen.insert(r);
+        }
+    }
+    p.count += 1;
+    true
+}
+
+/// An empty slot whose data shard is not on disk: parity may park there.
+fn free_slot(p: &PendingBlock) -> Option<usize> {
+    p.slots.iter().enumerate().position(|(i, s)| {
+        *s == Slot::Empty && !p.on_disk.as_ref().is_some_and(|b| b.get(i))
+    })
+}

@@ -71,7 +71,7 @@ impl Default for ChunkerConfig {
         Self {
             first_pass: 0,
             passes: 2,
-            descriptor_every: 1024,
+            descriptor_every: 256,
         }
     }
 }
@@ -247,6 +247,10 @@ impl<S: BlockSource> Chunker<S> {
         out: &mut Vec<u8>,
     ) -> Result<Transmit, ChunkerError> {
         let transfer = self.desc.transfer.0;
+        let pass = match c {
+            Control::EndOfPass(p) => p,
+            Control::Descriptor => self.pass,
+        };
         let (kind, len) = match c {
             Control::Descriptor => {
                 self.since_descriptor = 0;
@@ -264,11 +268,7 @@ impl<S: BlockSource> Chunker<S> {
                 (addr.kind, link.frame(addr, &payload, out)?)
             }
         };
-        Ok(Transmit {
-            kind,
-            len,
-            pass: self.pass,
-        })
+        Ok(Transmit { kind, len, pass })
     }
 
     fn finish_pass(
@@ -381,5 +381,141 @@ fn addr(kind: FrameKind, transfer: u64, block: u32, shard: u16) -> FrameAddr {
         transfer,
         block,
         shard,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::descriptor::{BundleName, TransferId};
+    use crate::wire::{Integrity, decode_frame};
+    use std::io::Cursor;
+
+    fn chunker(size: usize, passes: u32) -> Chunker<Cursor<Vec<u8>>> {
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let fec = FecParams::new(4, 2, 16, 2).unwrap();
+        let desc = TransferDescriptor::new(
+            TransferId(9),
+            BundleName::parse("t").unwrap(),
+            size as u64,
+            blake3::hash(&data),
+            fec,
+        )
+        .unwrap();
+        let config = ChunkerConfig {
+            passes,
+            ..ChunkerConfig::default()
+        };
+        Chunker::new(desc, Cursor::new(data), config)
+    }
+
+    fn frames(c: &mut Chunker<Cursor<Vec<u8>>>) -> Vec<(FrameKind, u32, u16, u32)> {
+        let mut link = LinkEncoder::new(1, Integrity::Crc32c);
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        while let Some(t) = c.poll_transmit(&mut link, &mut out).unwrap() {
+            let f = decode_frame(&out, &Integrity::Crc32c).unwrap();
+            assert_eq!(f.header.kind, t.kind);
+            seen.push((t.kind, f.header.block, f.header.shard, t.pass));
+            out.clear();
+        }
+        seen
+    }
+
+    #[test]
+    fn frames_are_interleaved_and_passes_bring_fresh_parity() {
+        // 3 blocks of 64 bytes (the last one partial), interleave 2.
+        let mut c = chunker(150, 2);
+        let f = frames(&mut c);
+        let kinds = |k| f.iter().filter(|x| x.0 == k).count();
+        // Per pass: 2 descriptors at start + 1 at end; one end of pass.
+        assert_eq!(kinds(FrameKind::Descriptor), 6);
+        assert_eq!(kinds(FrameKind::EndOfPass), 2);
+        // Pass 0: K data + M parity per block; pass 1: K + M parity per block.
+        assert_eq!(kinds(FrameKind::Data), 3 * 4);
+        assert_eq!(kinds(FrameKind::Parity), 3 * 2 + 3 * 6);
+        let shards: Vec<_> = f
+            .iter()
+            .filter(|x| matches!(x.0, FrameKind::Data | FrameKind::Parity))
+            .collect();
+        // Group of blocks 0 and 1 goes first, slot by slot, block by block.
+        assert_eq!(
+            &shards[..4].iter().map(|x| (x.1, x.2)).collect::<Vec<_>>(),
+            &[(0, 0), (1, 0), (0, 1), (1, 1)]
+        );
+        // Then block 2 alone.
+        assert!(shards[12..18].iter().all(|x| x.1 == 2));
+        // Pass 1 parity indices start after pass 0's.
+        let pass1: Vec<u16> = shards
+            .iter()
+            .filter(|x| x.3 == 1 && x.1 == 0)
+            .map(|x| x.2)
+            .collect();
+        assert_eq!(pass1, vec![2, 3, 4, 5, 6, 7]);
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn starting_at_a_later_pass_sends_only_that_pass() {
+        let mut c = chunker(150, 2);
+        c = Chunker::new(
+            c.desc.clone(),
+            Cursor::new(vec![0u8; 150]),
+            ChunkerConfig {
+                first_pass: 1,
+                passes: 2,
+                descriptor_every: 1024,
+            },
+        );
+        assert!(frames(&mut c).iter().all(|x| x.3 == 1));
+    }
+
+    #[test]
+    fn an_empty_file_sends_descriptors_and_end_of_pass() {
+        let mut c = chunker(0, 1);
+        let f = frames(&mut c);
+        assert_eq!(
+            f.iter().map(|x| x.0).collect::<Vec<_>>(),
+            vec![
+                FrameKind::Descriptor,
+                FrameKind::Descriptor,
+                FrameKind::Descriptor,
+                FrameKind::EndOfPass
+            ]
+        );
+    }
+
+    #[test]
+    fn descriptors_repeat_within_a_pass() {
+        let mut c = chunker(150, 1);
+        c.config.descriptor_every = 5;
+        let f = frames(&mut c);
+        let between: Vec<usize> = f
+            .split(|x| x.0 == FrameKind::Descriptor)
+            .map(|run| run.len())
+            .collect();
+        assert!(between.iter().all(|&n| n <= 5), "{between:?}");
+    }
+
+    #[test]
+    fn a_failing_source_is_an_error_not_a_panic() {
+        struct Broken;
+        impl BlockSource for Broken {
+            fn read_at(&mut self, _: u64, _: &mut [u8]) -> std::io::Result<()> {
+                Err(std::io::Error::other("disk gone"))
+            }
+        }
+        let c = chunker(150, 1);
+        let mut c = Chunker::new(c.desc.clone(), Broken, ChunkerConfig::default());
+        let mut link = LinkEncoder::new(1, Integrity::Crc32c);
+        let mut out = Vec::new();
+        let err = loop {
+            match c.poll_transmit(&mut link, &mut out) {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("finished without reading"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, ChunkerError::Source { offset: 0, .. }));
     }
 }

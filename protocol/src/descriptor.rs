@@ -266,12 +266,15 @@ mod tests {
         assert_eq!(
             hex,
             concat!(
-                "888e98a8c0e0808101",       // transfer id, varint
+                "888e98a8c0e0808101",         // transfer id, varint
                 "0c6170705f312e322e77656972", // name: length 12, "app_1.2.weir"
-                "c0843d",                   // size 1_000_000, varint
+                "c0843d",                     // size 1_000_000, varint
                 "3ae7d805f6789a6402acb70ad4096a85a56bf6804eaf25c0493ac697548d30b5", // BLAKE3
-                "8001", "20", "880b", "20", // K 128, M 32, shard 1416, interleave 32
-                "06",                       // block count
+                "8001",
+                "20",
+                "880b",
+                "20", // K 128, M 32, shard 1416, interleave 32
+                "06", // block count
             )
         );
         assert_eq!(TransferDescriptor::from_bytes(&bytes).unwrap(), d);
@@ -282,10 +285,16 @@ mod tests {
 
     #[test]
     fn names_are_sanitised_or_refused() {
-        assert_eq!(BundleName::sanitise("../../etc/passwd").as_str(), "_._.._etc_passwd");
+        assert_eq!(
+            BundleName::sanitise("../../etc/passwd").as_str(),
+            "_._.._etc_passwd"
+        );
         assert_eq!(BundleName::sanitise("").as_str(), "bundle");
         assert_eq!(BundleName::sanitise("-rf x").as_str(), "_rf_x");
-        assert_eq!(BundleName::sanitise(&"a".repeat(300)).as_str().len(), MAX_NAME_LEN);
+        assert_eq!(
+            BundleName::sanitise(&"a".repeat(300)).as_str().len(),
+            MAX_NAME_LEN
+        );
         assert!(BundleName::parse("a/b").is_err());
         assert!(BundleName::parse(".hidden").is_err());
         assert!(BundleName::parse("ok-1.0+build.tar").is_ok());
@@ -313,7 +322,10 @@ mod tests {
         );
         let mut bytes = sample().to_bytes();
         bytes.push(0);
-        assert_eq!(TransferDescriptor::from_bytes(&bytes), Err(DescriptorError::Length));
+        assert_eq!(
+            TransferDescriptor::from_bytes(&bytes),
+            Err(DescriptorError::Length)
+        );
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl FecParams {
             });
         }
         if shard_size < 2
-            || shard_size % 2 != 0
+            || !shard_size.is_multiple_of(2)
             || usize::from(shard_size) > crate::wire::MAX_PAYLOAD
         {
             return Err(FecParamsError::ShardSize {
@@ -170,8 +170,8 @@ impl FecParams {
             return self;
         }
         let k = u16::try_from(needed).unwrap_or(self.data_shards);
-        let scaled = (u32::from(self.parity_shards) * u32::from(k))
-            .div_ceil(u32::from(self.data_shards));
+        let scaled =
+            (u32::from(self.parity_shards) * u32::from(k)).div_ceil(u32::from(self.data_shards));
         let m = u16::try_from(scaled)
             .unwrap_or(self.parity_shards)
             .max(self.parity_shards.min(4));
@@ -267,7 +267,9 @@ pub struct BlockEncoder {
 
 impl std::fmt::Debug for BlockEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockEncoder").field("params", &self.params).finish()
+        f.debug_struct("BlockEncoder")
+            .field("params", &self.params)
+            .finish()
     }
 }
 
@@ -469,14 +471,17 @@ mod tests {
             .flat_map(|pass| (0..6).map(move |s| (pass, s)))
             .map(|(pass, s)| p.shard_at(pass, s))
             .collect();
-        assert_eq!(&shards[..6], &[
-            ShardId::Data(0),
-            ShardId::Data(1),
-            ShardId::Data(2),
-            ShardId::Data(3),
-            ShardId::Parity(0),
-            ShardId::Parity(1),
-        ]);
+        assert_eq!(
+            &shards[..6],
+            &[
+                ShardId::Data(0),
+                ShardId::Data(1),
+                ShardId::Data(2),
+                ShardId::Data(3),
+                ShardId::Parity(0),
+                ShardId::Parity(1),
+            ]
+        );
         assert_eq!(shards[6], ShardId::Parity(2));
         assert_eq!(shards[17], ShardId::Parity(13));
         // Wrap-around stays within the code.
@@ -506,7 +511,9 @@ mod tests {
         let p = FecParams::new(4, 2, 8, 1).unwrap();
         let data: Vec<u8> = (0u8..32).collect();
         let mut parity = Vec::new();
-        let idx = BlockEncoder::new(p).encode_pass(&data, 0, &mut parity).unwrap();
+        let idx = BlockEncoder::new(p)
+            .encode_pass(&data, 0, &mut parity)
+            .unwrap();
         assert_eq!(idx, vec![0, 1]);
         let hex: String = parity.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, "7170737229282b2a79787b7a21202322");
@@ -522,12 +529,17 @@ mod tests {
             let mut parity = Vec::new();
             let idx = enc.encode_pass(&data, pass, &mut parity).unwrap();
             for (i, bytes) in idx.iter().zip(parity.chunks_exact(64)) {
-                assert!(all.insert(*i, bytes.to_vec()).is_none(), "index {i} repeated");
+                assert!(
+                    all.insert(*i, bytes.to_vec()).is_none(),
+                    "index {i} repeated"
+                );
             }
         }
         // A fresh encoder asked for a later pass first gives the same bytes.
         let mut parity = Vec::new();
-        let idx = BlockEncoder::new(p).encode_pass(&data, 2, &mut parity).unwrap();
+        let idx = BlockEncoder::new(p)
+            .encode_pass(&data, 2, &mut parity)
+            .unwrap();
         for (i, bytes) in idx.iter().zip(parity.chunks_exact(64)) {
             assert_eq!(all[i], bytes);
         }
@@ -559,7 +571,9 @@ mod tests {
             damaged[slot * 128..(slot + 1) * 128].copy_from_slice(bytes);
             slots[slot] = Slot::Parity(*i);
         }
-        BlockDecoder::new().decode(&p, &mut damaged, &slots).unwrap();
+        BlockDecoder::new()
+            .decode(&p, &mut damaged, &slots)
+            .unwrap();
         assert_eq!(damaged, data);
     }
 }

@@ -146,7 +146,10 @@ mod tests {
         assert_eq!((first.header.seq, second.header.seq), (0, 1));
         assert_eq!(second.header.epoch, 9);
         let hb = Heartbeat::decode(second.payload).unwrap();
-        assert_eq!((hb.frames_sent, hb.bytes_sent, hb.queue_len), (1, a as u64, 3));
+        assert_eq!(
+            (hb.frames_sent, hb.bytes_sent, hb.queue_len),
+            (1, a as u64, 3)
+        );
         assert_eq!(link.frames_sent(), 2);
     }
 
@@ -154,7 +157,10 @@ mod tests {
     fn shard_size_follows_the_mtu() {
         let crc = LinkEncoder::new(0, Integrity::Crc32c);
         assert_eq!(crc.shard_size_for(1472), Some(1428));
-        let mac = LinkEncoder::new(0, Integrity::Mac(crate::wire::LinkKey::from_secret(&[0; 32])));
+        let mac = LinkEncoder::new(
+            0,
+            Integrity::Mac(crate::wire::LinkKey::from_secret(&[0; 32])),
+        );
         assert_eq!(mac.shard_size_for(1472), Some(1416));
         assert_eq!(mac.shard_size_for(8972), Some(8916));
         assert_eq!(crc.shard_size_for(20), None);

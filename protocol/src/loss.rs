@@ -170,7 +170,10 @@ mod tests {
         assert_eq!(m.observe(7, 103), SeqVerdict::Duplicate);
         assert_eq!(m.observe(7, 105), SeqVerdict::Duplicate);
         let s = m.stats();
-        assert_eq!((s.received, s.lost, s.reordered, s.duplicated), (4, 2, 1, 2));
+        assert_eq!(
+            (s.received, s.lost, s.reordered, s.duplicated),
+            (4, 2, 1, 2)
+        );
     }
 
     #[test]

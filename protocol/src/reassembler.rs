@@ -36,7 +36,7 @@ use crate::control::{EndOfPass, Heartbeat};
 use crate::descriptor::{MAX_TRANSFER_LEN, TransferDescriptor, TransferId};
 use crate::fec::{BlockDecoder, Slot};
 use crate::loss::{LossMeter, LossStats, SeqVerdict};
-use crate::wire::{DecodeError, FrameKind, FrameRef, Integrity, decode_frame};
+use crate::wire::{DecodeError, FrameKind, FrameRef, HEADER_LEN, Header, Integrity, decode_frame};
 
 /// Limits and keys of a reassembler, fixed at start.
 #[derive(Debug, Clone)]
@@ -55,6 +55,10 @@ pub struct ReassemblerConfig {
     pub remember_finished: usize,
     /// Largest transfer accepted.
     pub max_transfer_size: u64,
+    /// Bytes of shard frames kept while their transfer's descriptor has
+    /// not been seen (it was lost, or the receiver started mid-transfer);
+    /// they are replayed when it arrives. Part of `max_memory`.
+    pub limbo_memory: usize,
 }
 
 impl Default for ReassemblerConfig {
@@ -66,6 +70,7 @@ impl Default for ReassemblerConfig {
             transfer_expiry: Duration::from_secs(600),
             remember_finished: 4096,
             max_transfer_size: MAX_TRANSFER_LEN,
+            limbo_memory: 2 << 20,
         }
     }
 }
@@ -198,9 +203,10 @@ pub struct DropCounts {
     pub corrupt: u64,
     /// No MAC, or a wrong one, while a link key is configured.
     pub unauthenticated: u64,
-    /// Sequence number already seen, or older than the window.
+    /// Sequence number already seen within the window.
     pub duplicate: u64,
-    /// Shard or end-of-pass of a transfer whose descriptor was not seen.
+    /// Shard of a transfer whose descriptor never came while it waited in
+    /// limbo, or end of pass of an unknown transfer.
     pub no_descriptor: u64,
     /// Frame of a transfer already completed.
     pub finished: u64,
@@ -213,6 +219,9 @@ pub struct DropCounts {
     pub too_many_transfers: u64,
     /// Descriptor that disagrees with the one held for the same id.
     pub descriptor_conflict: u64,
+    /// Descriptor refused by this receiver's limits: too large, or blocks
+    /// too big for its share of memory.
+    pub refused: u64,
     /// Shard of a new block while the transfer's memory share is taken by
     /// blocks waiting for the driver to reload them.
     pub overload: u64,
@@ -393,8 +402,12 @@ pub struct Reassembler {
     decoder: BlockDecoder,
     events: VecDeque<Event>,
     stats: Stats,
-    /// Bytes in block buffers (pending and awaiting the hash).
+    /// Bytes in block buffers (pending and awaiting the hash) and limbo.
     memory: usize,
+    /// Shard frames of transfers not yet described, oldest first.
+    limbo: VecDeque<(Header, Vec<u8>)>,
+    /// Bytes charged for `limbo`.
+    limbo_bytes: usize,
     tick: u64,
 }
 
@@ -411,6 +424,8 @@ impl Reassembler {
             events: VecDeque::new(),
             stats: Stats::default(),
             memory: 0,
+            limbo: VecDeque::new(),
+            limbo_bytes: 0,
             tick: 0,
         }
     }
@@ -589,7 +604,10 @@ impl Reassembler {
         };
         let h = frame.header;
         match self.loss.observe(h.epoch, h.seq) {
-            SeqVerdict::Duplicate | SeqVerdict::Stale => {
+            // A repeat of a sequence number seen within the window. Frames
+            // older than the window are not dropped: one forged frame far
+            // ahead in the sequence must not make every real frame "stale".
+            SeqVerdict::Duplicate => {
                 self.stats.dropped.duplicate += 1;
                 return;
             }
@@ -638,7 +656,9 @@ impl Reassembler {
                 if let Some(dst) = dst {
                     // The last block may end inside this shard: the rest
                     // is the zero padding the sender encoded.
-                    let src = bytes.get(start..(start + shard).min(bytes.len())).unwrap_or(&[]);
+                    let src = bytes
+                        .get(start..(start + shard).min(bytes.len()))
+                        .unwrap_or(&[]);
                     let (head, tail) = dst.split_at_mut(src.len());
                     head.copy_from_slice(src);
                     tail.fill(0);
@@ -675,7 +695,57 @@ impl Reassembler {
 
     /// Block buffers one transfer may hold.
     fn blocks_allowed(&self, block_len: usize) -> usize {
-        self.config.max_memory / self.config.max_transfers.max(1) / block_len.max(1)
+        let blocks = self
+            .config
+            .max_memory
+            .saturating_sub(self.config.limbo_memory);
+        blocks / self.config.max_transfers.max(1) / block_len.max(1)
+    }
+
+    /// Keeps a shard of an undescribed transfer, evicting the oldest ones
+    /// beyond the limbo budget.
+    fn park_in_limbo(&mut self, frame: &FrameRef<'_>) {
+        let cost = frame.payload.len() + HEADER_LEN;
+        if cost > self.config.limbo_memory {
+            self.stats.dropped.no_descriptor += 1;
+            return;
+        }
+        while self.limbo_bytes + cost > self.config.limbo_memory {
+            match self.limbo.pop_front() {
+                Some((_, p)) => {
+                    self.release_limbo(p.len());
+                    self.stats.dropped.no_descriptor += 1;
+                }
+                None => break,
+            }
+        }
+        self.memory += cost;
+        self.limbo_bytes += cost;
+        self.limbo.push_back((frame.header, frame.payload.to_vec()));
+    }
+
+    fn release_limbo(&mut self, payload_len: usize) {
+        let cost = payload_len + HEADER_LEN;
+        self.memory = self.memory.saturating_sub(cost);
+        self.limbo_bytes = self.limbo_bytes.saturating_sub(cost);
+    }
+
+    /// Replays the shards kept for a transfer that just got its descriptor.
+    fn replay_limbo(&mut self, now: Instant, id: TransferId) {
+        let (mine, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.limbo)
+            .into_iter()
+            .partition(|(h, _)| h.transfer == id.0);
+        self.limbo = rest;
+        for (header, payload) in mine {
+            self.release_limbo(payload.len());
+            self.on_shard(
+                now,
+                &FrameRef {
+                    header,
+                    payload: &payload,
+                },
+            );
+        }
     }
 
     fn on_descriptor(&mut self, now: Instant, payload: &[u8]) {
@@ -700,7 +770,7 @@ impl Reassembler {
         if desc.size > self.config.max_transfer_size
             || self.blocks_allowed(desc.fec.block_len()) < needed.max(1)
         {
-            self.stats.dropped.invalid += 1;
+            self.stats.dropped.refused += 1;
             return;
         }
         if self.transfers.len() >= self.config.max_transfers {
@@ -721,6 +791,7 @@ impl Reassembler {
         self.events.push_back(Event::TransferStarted(desc));
         // An empty file is complete as soon as it is described.
         self.check_complete(id);
+        self.replay_limbo(now, id);
     }
 
     fn on_end_of_pass(&mut self, now: Instant, frame: &FrameRef<'_>) {
@@ -755,7 +826,7 @@ impl Reassembler {
             if self.finished.contains(&id) {
                 self.stats.dropped.finished += 1;
             } else {
-                self.stats.dropped.no_descriptor += 1;
+                self.park_in_limbo(frame);
             }
             return;
         };
@@ -777,7 +848,11 @@ impl Reassembler {
         }
         self.tick += 1;
         let tick = self.tick;
-        if !self.transfers.get(&id).is_some_and(|t| t.pending.contains_key(&h.block)) {
+        if !self
+            .transfers
+            .get(&id)
+            .is_some_and(|t| t.pending.contains_key(&h.block))
+        {
             if !self.make_room(id) {
                 self.stats.dropped.overload += 1;
                 return;
@@ -807,7 +882,8 @@ impl Reassembler {
             return;
         };
         p.last_touch = tick;
-        if p.state != BlockState::Collecting || !store_shard(p, h.kind, h.shard, frame.payload, shard)
+        if p.state != BlockState::Collecting
+            || !store_shard(p, h.kind, h.shard, frame.payload, shard)
         {
             self.stats.dropped.redundant += 1;
             return;
@@ -1006,7 +1082,13 @@ impl Reassembler {
 }
 
 /// Puts one shard into its block. Returns false if it was already there.
-fn store_shard(p: &mut PendingBlock, kind: FrameKind, index: u16, payload: &[u8], shard: usize) -> bool {
+fn store_shard(
+    p: &mut PendingBlock,
+    kind: FrameKind,
+    index: u16,
+    payload: &[u8],
+    shard: usize,
+) -> bool {
     let on_disk = |i: usize| p.on_disk.as_ref().is_some_and(|b| b.get(i));
     let i = usize::from(index);
     match kind {
@@ -1028,7 +1110,10 @@ fn store_shard(p: &mut PendingBlock, kind: FrameKind, index: u16, payload: &[u8]
                 }
                 Some(Slot::Empty) => {}
             }
-            if let (Some(dst), Some(s)) = (p.buf.get_mut(i * shard..(i + 1) * shard), p.slots.get_mut(i)) {
+            if let (Some(dst), Some(s)) = (
+                p.buf.get_mut(i * shard..(i + 1) * shard),
+                p.slots.get_mut(i),
+            ) {
                 dst.copy_from_slice(payload);
                 *s = Slot::Data;
             }
@@ -1041,7 +1126,10 @@ fn store_shard(p: &mut PendingBlock, kind: FrameKind, index: u16, payload: &[u8]
             let Some(free) = free_slot(p) else {
                 return false;
             };
-            if let (Some(dst), Some(s)) = (p.buf.get_mut(free * shard..(free + 1) * shard), p.slots.get_mut(free)) {
+            if let (Some(dst), Some(s)) = (
+                p.buf.get_mut(free * shard..(free + 1) * shard),
+                p.slots.get_mut(free),
+            ) {
                 dst.copy_from_slice(payload);
                 *s = Slot::Parity(r);
             }
@@ -1054,7 +1142,317 @@ fn store_shard(p: &mut PendingBlock, kind: FrameKind, index: u16, payload: &[u8]
 
 /// An empty slot whose data shard is not on disk: parity may park there.
 fn free_slot(p: &PendingBlock) -> Option<usize> {
-    p.slots.iter().enumerate().position(|(i, s)| {
-        *s == Slot::Empty && !p.on_disk.as_ref().is_some_and(|b| b.get(i))
-    })
+    p.slots
+        .iter()
+        .enumerate()
+        .position(|(i, s)| *s == Slot::Empty && !p.on_disk.as_ref().is_some_and(|b| b.get(i)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunker::{Chunker, ChunkerConfig};
+    use crate::descriptor::BundleName;
+    use crate::fec::FecParams;
+    use crate::link::LinkEncoder;
+    use std::io::Cursor;
+
+    fn data(size: usize) -> Vec<u8> {
+        (0..size).map(|i| (i * 7 % 253) as u8).collect()
+    }
+
+    fn descriptor(id: u64, bytes: &[u8], fec: FecParams) -> TransferDescriptor {
+        TransferDescriptor::new(
+            TransferId(id),
+            BundleName::parse("f").unwrap(),
+            bytes.len() as u64,
+            blake3::hash(bytes),
+            fec,
+        )
+        .unwrap()
+    }
+
+    /// Every datagram of `passes` passes over `bytes`.
+    fn datagrams(desc: &TransferDescriptor, bytes: &[u8], passes: u32, epoch: u64) -> Vec<Vec<u8>> {
+        let config = ChunkerConfig {
+            passes,
+            ..ChunkerConfig::default()
+        };
+        let mut c = Chunker::new(desc.clone(), Cursor::new(bytes.to_vec()), config);
+        let mut link = LinkEncoder::new(epoch, Integrity::Crc32c);
+        let mut out = Vec::new();
+        let mut all = Vec::new();
+        while c.poll_transmit(&mut link, &mut out).unwrap().is_some() {
+            all.push(std::mem::take(&mut out));
+        }
+        all
+    }
+
+    /// Feeds datagrams and writes ready blocks into a file image.
+    fn run(r: &mut Reassembler, now: Instant, grams: &[Vec<u8>], file: &mut [u8]) -> Vec<Event> {
+        let mut other = Vec::new();
+        for g in grams {
+            r.handle_datagram(now, g);
+            while let Some(e) = r.poll_event() {
+                match e {
+                    Event::BlockReady { offset, data, .. } => {
+                        let o = offset as usize;
+                        file[o..o + data.len()].copy_from_slice(&data);
+                    }
+                    e => other.push(e),
+                }
+            }
+        }
+        other
+    }
+
+    fn fec() -> FecParams {
+        FecParams::new(8, 4, 32, 4).unwrap()
+    }
+
+    #[test]
+    fn a_clean_transfer_completes_verified() {
+        let bytes = data(5000);
+        let desc = descriptor(1, &bytes, fec());
+        let mut r = Reassembler::new(ReassemblerConfig::default());
+        let mut file = vec![0; bytes.len()];
+        let events = run(
+            &mut r,
+            Instant::now(),
+            &datagrams(&desc, &bytes, 1, 1),
+            &mut file,
+        );
+        assert_eq!(file, bytes);
+        assert!(events.contains(&Event::TransferComplete {
+            descriptor: desc.clone(),
+            digest: DigestCheck::Verified
+        }));
+        let s = r.stats();
+        assert_eq!(s.blocks_clean, u64::from(desc.block_count));
+        assert_eq!(s.transfers_completed, 1);
+        assert_eq!(r.memory_in_use(), 0);
+        assert_eq!(r.transfers_in_flight(), 0);
+    }
+
+    #[test]
+    fn lost_data_shards_are_rebuilt_from_parity() {
+        let bytes = data(5000);
+        let desc = descriptor(2, &bytes, fec());
+        let mut grams = datagrams(&desc, &bytes, 1, 1);
+        // Drop the first 4 data frames of every block (M = 4).
+        let mut dropped: HashMap<u32, u32> = HashMap::new();
+        grams.retain(|g| {
+            let f = decode_frame(g, &Integrity::Crc32c).unwrap();
+            if f.header.kind != FrameKind::Data {
+                return true;
+            }
+            let n = dropped.entry(f.header.block).or_default();
+            *n += 1;
+            *n > 4
+        });
+        let mut r = Reassembler::new(ReassemblerConfig::default());
+        let mut file = vec![0; bytes.len()];
+        run(&mut r, Instant::now(), &grams, &mut file);
+        assert_eq!(file, bytes);
+        assert_eq!(r.stats().blocks_repaired, u64::from(desc.block_count));
+    }
+
+    #[test]
+    fn frames_after_completion_and_duplicates_are_dropped_by_reason() {
+        let bytes = data(3000);
+        let desc = descriptor(3, &bytes, fec());
+        let grams = datagrams(&desc, &bytes, 2, 1);
+        let mut r = Reassembler::new(ReassemblerConfig::default());
+        let mut file = vec![0; bytes.len()];
+        let now = Instant::now();
+        run(&mut r, now, &grams, &mut file);
+        let s = r.stats();
+        // Pass 1 arrives after the transfer completed in pass 0.
+        assert!(s.dropped.finished > 0);
+        // The same datagrams again are duplicates by sequence number.
+        run(&mut r, now, &grams[..10], &mut file);
+        assert_eq!(r.stats().dropped.duplicate, 10);
+        // Garbage, a corrupted frame, and a shard with no descriptor.
+        r.handle_datagram(now, b"hello");
+        let mut bad = grams[5].clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        r.handle_datagram(now, &bad);
+        let d = r.stats().dropped;
+        assert_eq!((d.malformed, d.corrupt), (1, 1));
+    }
+
+    // Regression: frames older than the sequence window used to be dropped
+    // as "stale", so one forged frame with a sequence number far ahead made
+    // every real frame after it look stale and the transfer never finished.
+    #[test]
+    fn a_frame_far_ahead_in_sequence_does_not_starve_real_frames() {
+        let bytes = data(3000);
+        let desc = descriptor(10, &bytes, fec());
+        let grams = datagrams(&desc, &bytes, 1, 1);
+        let mut r = Reassembler::new(ReassemblerConfig::default());
+        let mut file = vec![0; bytes.len()];
+        let now = Instant::now();
+        run(&mut r, now, &grams[..3], &mut file);
+        let mut forger = LinkEncoder::new(1, Integrity::Crc32c);
+        let mut far = Vec::new();
+        for _ in 0..1_000_000 {
+            // Burn sequence numbers to reach one far ahead.
+            far.clear();
+            forger.heartbeat(0, 1000, 0, &mut far).unwrap();
+        }
+        r.handle_datagram(now, &far);
+        let events = run(&mut r, now, &grams[3..], &mut file);
+        assert_eq!(file, bytes);
+        assert!(matches!(
+            events.last(),
+            Some(Event::TransferComplete {
+                digest: DigestCheck::Verified,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn shards_before_their_descriptor_wait_in_limbo_and_are_replayed() {
+        let bytes = data(3000);
+        let desc = descriptor(4, &bytes, fec());
+        let grams = datagrams(&desc, &bytes, 1, 2);
+        // The two leading descriptor frames are lost.
+        let mut r = Reassembler::new(ReassemblerConfig::default());
+        let mut file = vec![0; bytes.len()];
+        let now = Instant::now();
+        run(&mut r, now, &grams[2..20], &mut file);
+        assert!(r.memory_in_use() > 0, "shards are held in limbo");
+        assert_eq!(r.transfers_in_flight(), 0);
+        let events = run(&mut r, now, &grams[20..], &mut file);
+        assert_eq!(file, bytes);
+        assert!(matches!(
+            events.last(),
+            Some(Event::TransferComplete { .. })
+        ));
+        assert_eq!(r.stats().dropped.no_descriptor, 0);
+        assert_eq!(r.memory_in_use(), 0);
+    }
+
+    #[test]
+    fn limbo_is_bounded_and_forgets_the_oldest() {
+        let bytes = data(30_000);
+        let desc = descriptor(4, &bytes, fec());
+        let grams = datagrams(&desc, &bytes, 1, 2);
+        let limbo = 20 * (32 + HEADER_LEN);
+        let mut r = Reassembler::new(ReassemblerConfig {
+            limbo_memory: limbo,
+            ..ReassemblerConfig::default()
+        });
+        let shards: Vec<_> = grams[2..]
+            .iter()
+            .filter(|g| decode_frame(g, &Integrity::Crc32c).unwrap().header.kind == FrameKind::Data)
+            .take(50)
+            .collect();
+        for g in &shards {
+            r.handle_datagram(Instant::now(), g);
+        }
+        assert_eq!(r.memory_in_use(), limbo);
+        assert_eq!(r.stats().dropped.no_descriptor, 30);
+    }
+
+    #[test]
+    fn a_stalled_transfer_expires_with_its_missing_blocks() {
+        let bytes = data(3000);
+        let desc = descriptor(5, &bytes, fec());
+        let grams = datagrams(&desc, &bytes, 1, 1);
+        let mut r = Reassembler::new(ReassemblerConfig {
+            transfer_expiry: Duration::from_secs(5),
+            ..ReassemblerConfig::default()
+        });
+        let t0 = Instant::now();
+        let mut file = vec![0; bytes.len()];
+        run(&mut r, t0, &grams[..grams.len() / 2], &mut file);
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+        r.handle_timeout(t0 + Duration::from_secs(4));
+        assert_eq!(r.transfers_in_flight(), 1);
+        r.handle_timeout(t0 + Duration::from_secs(5));
+        match r.poll_event() {
+            Some(Event::TransferExpired {
+                descriptor,
+                missing,
+            }) => {
+                assert_eq!(descriptor, desc);
+                assert!(!missing.is_empty());
+                assert_eq!(missing.last().unwrap().end, desc.block_count);
+            }
+            e => panic!("expected expiry, got {e:?}"),
+        }
+        assert_eq!(r.memory_in_use(), 0);
+    }
+
+    #[test]
+    fn a_conflicting_descriptor_is_refused() {
+        let bytes = data(3000);
+        let desc = descriptor(6, &bytes, fec());
+        let mut forged = desc.clone();
+        forged.blake3 = [0; 32];
+        let mut r = Reassembler::new(ReassemblerConfig::default());
+        let now = Instant::now();
+        let mut link = LinkEncoder::new(1, Integrity::Crc32c);
+        for d in [&desc, &forged] {
+            let mut out = Vec::new();
+            let addr = crate::link::FrameAddr {
+                kind: FrameKind::Descriptor,
+                transfer: d.transfer.0,
+                block: 0,
+                shard: 0,
+            };
+            link.frame(addr, &d.to_bytes(), &mut out).unwrap();
+            r.handle_datagram(now, &out);
+        }
+        assert_eq!(r.stats().dropped.descriptor_conflict, 1);
+    }
+
+    #[test]
+    fn too_many_transfers_are_refused_not_evicted() {
+        let bytes = data(3000);
+        let mut r = Reassembler::new(ReassemblerConfig {
+            max_transfers: 1,
+            ..ReassemblerConfig::default()
+        });
+        let now = Instant::now();
+        let mut file = vec![0; bytes.len()];
+        let a = datagrams(&descriptor(7, &bytes, fec()), &bytes, 1, 1);
+        let b = datagrams(&descriptor(8, &bytes, fec()), &bytes, 1, 2);
+        run(&mut r, now, &a[..5], &mut file);
+        run(&mut r, now, &b[..1], &mut file);
+        assert_eq!(r.stats().dropped.too_many_transfers, 1);
+        assert_eq!(r.progress(TransferId(7)).map(|p| p.1), Some(12));
+    }
+
+    #[test]
+    fn saved_state_round_trips_and_bad_state_is_refused() {
+        let bytes = data(3000);
+        let desc = descriptor(9, &bytes, fec());
+        let grams = datagrams(&desc, &bytes, 1, 1);
+        let now = Instant::now();
+        let mut r = Reassembler::new(ReassemblerConfig::default());
+        let mut file = vec![0; bytes.len()];
+        run(&mut r, now, &grams[..60], &mut file);
+        r.spill_all();
+        let state = r.export_state(TransferId(9)).unwrap();
+        assert!(!state.spilled.is_empty());
+        let mut fresh = Reassembler::new(ReassemblerConfig::default());
+        fresh.import_state(now, state.clone()).unwrap();
+        assert_eq!(fresh.export_state(TransferId(9)).unwrap(), state);
+        let mut bad = state.clone();
+        bad.done.push(0);
+        assert_eq!(
+            Reassembler::new(ReassemblerConfig::default()).import_state(now, bad),
+            Err(StateError::Inconsistent)
+        );
+        let mut bad = state;
+        bad.done = vec![u64::MAX];
+        assert_eq!(
+            Reassembler::new(ReassemblerConfig::default()).import_state(now, bad),
+            Err(StateError::Inconsistent)
+        );
+    }
 }

@@ -249,7 +249,11 @@ pub fn encode_frame(
         .filter(|&l| usize::from(l) <= MAX_PAYLOAD)
         .ok_or(EncodeError::PayloadTooLarge(payload.len()))?;
     let header_kind_ok = header.kind.addresses_shard() || (header.block == 0 && header.shard == 0);
-    debug_assert!(header_kind_ok, "block/shard set on a {:?} frame", header.kind);
+    debug_assert!(
+        header_kind_ok,
+        "block/shard set on a {:?} frame",
+        header.kind
+    );
     let mac = matches!(integrity, Integrity::Mac(_));
     let head = header_bytes(header, mac, len);
     out.put_slice(&head);
@@ -373,13 +377,19 @@ mod tests {
         assert_eq!(
             hex(&out),
             concat!(
-                "57454952", "01", "01", "00", "00", // magic, version, kind, flags, reserved
-                "8877665544332211",                 // epoch
-                "2a00000000000000",                 // seq
-                "efbeadde00000000",                 // transfer
-                "07000000", "0300", "0300",         // block, shard, len
-                "616263",                           // payload
-                "e0595502",                         // CRC32C
+                "57454952",
+                "01",
+                "01",
+                "00",
+                "00",               // magic, version, kind, flags, reserved
+                "8877665544332211", // epoch
+                "2a00000000000000", // seq
+                "efbeadde00000000", // transfer
+                "07000000",
+                "0300",
+                "0300",     // block, shard, len
+                "616263",   // payload
+                "e0595502", // CRC32C
             )
         );
         let f = decode_frame(&out, &Integrity::Crc32c).unwrap();

@@ -1,1 +1,1 @@
-
+//! Benchmark support; the benchmarks are in `benches/` and `src/bin/`.

@@ -14,7 +14,8 @@
 //! ```
 //!
 //! Interleaving spreads a burst of lost frames over D blocks: a burst of
-//! 500 frames at D = 32 costs each block about 16 shards, within its M.
+//! 500 frames at the default D = 16 costs each block about 32 shards, half
+//! its M = 64.
 //!
 //! Each pass starts with two descriptor frames, repeats the descriptor every
 //! `descriptor_every` frames, and ends with a descriptor and an end-of-pass

@@ -357,6 +357,9 @@ struct PendingBlock {
     count: usize,
     /// Parity indices held, to drop repeats.
     parity_seen: HashSet<u32>,
+    /// No slot below this one is free: slots only ever fill up until the
+    /// block is done, so the search for a free slot never goes back.
+    free_from: usize,
     state: BlockState,
     /// For least-recently-used eviction.
     last_touch: u64,
@@ -681,6 +684,8 @@ impl Reassembler {
         {
             p.count -= on_disk.count();
             p.state = BlockState::Collecting;
+            // Their slots are free for parity again.
+            p.free_from = 0;
         }
     }
 
@@ -868,6 +873,7 @@ impl Reassembler {
                 on_disk,
                 count,
                 parity_seen: HashSet::new(),
+                free_from: 0,
                 state: BlockState::Collecting,
                 last_touch: tick,
             };

@@ -319,7 +319,9 @@ fn a_receiver_that_starts_late_completes_from_the_next_pass() {
     let desc = describe("late.weir", &bytes, default_fec());
     let mut rx = MemReceiver::new(ReassemblerConfig::default());
     // The receiver misses the first 40% of pass 0 entirely.
-    let first_pass_frames = 6 * MIB / 1428 * 160 / 128;
+    let fec = default_fec();
+    let first_pass_frames =
+        6 * MIB / 1428 * fec.frames_per_block_per_pass() as usize / usize::from(fec.data_shards());
     let profile = LinkProfile {
         blackout: Some(0..(first_pass_frames as u64 * 4 / 10)),
         loss: 0.05,

@@ -12,3 +12,4 @@
 
 pub mod link;
 pub mod sim;
+pub mod udp;

@@ -1,0 +1,246 @@
+//! A minimal blocking UDP driver for the protocol core, over real sockets.
+//!
+//! This is what the loopback demo and the real-socket tests use until the
+//! daemons (`weir-sender`, `weir-receiver`) take over: a paced sender
+//! thread and a receiver loop that writes blocks into a partial file and
+//! renames it into place once its BLAKE3 is verified.
+//!
+//! ```text
+//!  file ─▶ Chunker ─▶ paced send_to ─▶ 127.0.0.1 ─▶ recv_from ─▶ Reassembler
+//!                                                                 │ events
+//!                          dir/incoming/<id>.part ◀── write_at ◀──┘
+//!                          dir/staging/<name>     ◀── rename after BLAKE3
+//! ```
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use weir_protocol::reassembler::DigestCheck;
+use weir_protocol::{
+    BlockSource, Chunker, Event, LinkEncoder, Reassembler, TransferDescriptor, TransferId,
+};
+
+/// Reads blocks from a file with positioned reads.
+#[derive(Debug)]
+pub struct FileSource(pub File);
+
+impl BlockSource for FileSource {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+}
+
+/// What a paced send did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SendReport {
+    /// Datagrams sent.
+    pub frames: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Sends every frame of `chunker` to `dest`, paced at `rate_bytes_per_s`
+/// (datagram bytes), in bursts of at most 16 datagrams.
+pub fn send_paced<S: BlockSource>(
+    socket: &UdpSocket,
+    dest: SocketAddr,
+    chunker: &mut Chunker<S>,
+    link: &mut LinkEncoder,
+    rate_bytes_per_s: u64,
+) -> io::Result<SendReport> {
+    let start = Instant::now();
+    let mut report = SendReport::default();
+    let mut buf = Vec::with_capacity(9000);
+    loop {
+        buf.clear();
+        let Some(t) = chunker
+            .poll_transmit(link, &mut buf)
+            .map_err(|e| io::Error::other(e.to_string()))?
+        else {
+            break;
+        };
+        socket.send_to(&buf, dest)?;
+        report.frames += 1;
+        report.bytes += t.len as u64;
+        if report.frames % 16 == 0 {
+            let due = Duration::from_secs_f64(report.bytes as f64 / rate_bytes_per_s as f64);
+            if let Some(ahead) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(ahead);
+            }
+        }
+    }
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+/// A transfer the receiver published or gave up on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// Verified and renamed into `staging/`.
+    Published {
+        /// Where it landed.
+        path: PathBuf,
+        /// Its descriptor.
+        descriptor: TransferDescriptor,
+    },
+    /// Complete, but its BLAKE3 did not match: left out of `staging/`.
+    Corrupt(TransferDescriptor),
+    /// Expired with blocks missing.
+    Expired(TransferDescriptor),
+}
+
+/// Receives on `socket` into `dir/incoming` and publishes into
+/// `dir/staging`, until `want` transfers ended or `deadline` passed.
+pub fn receive(
+    socket: &UdpSocket,
+    reassembler: &mut Reassembler,
+    dir: &Path,
+    want: usize,
+    deadline: Instant,
+) -> io::Result<Vec<Received>> {
+    let incoming = dir.join("incoming");
+    let staging = dir.join("staging");
+    fs::create_dir_all(&incoming)?;
+    fs::create_dir_all(&staging)?;
+    socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let mut parts: HashMap<TransferId, (File, PathBuf)> = HashMap::new();
+    let mut done = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while done.len() < want && Instant::now() < deadline {
+        match socket.recv_from(&mut buf) {
+            Ok((n, _)) => reassembler.handle_datagram(Instant::now(), buf.get(..n).unwrap_or(&[])),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                reassembler.handle_timeout(Instant::now());
+            }
+            Err(e) => return Err(e),
+        }
+        while let Some(event) = reassembler.poll_event() {
+            match event {
+                Event::TransferStarted(d) => {
+                    let path = incoming.join(format!("{}.part", d.transfer));
+                    let file = OpenOptions::new()
+                        .create(true)
+                        .truncate(true)
+                        .read(true)
+                        .write(true)
+                        .open(&path)?;
+                    file.set_len(d.size)?;
+                    parts.insert(d.transfer, (file, path));
+                }
+                Event::BlockReady {
+                    transfer,
+                    offset,
+                    data,
+                    ..
+                } => {
+                    if let Some((f, _)) = parts.get(&transfer) {
+                        f.write_all_at(&data, offset)?;
+                    }
+                }
+                Event::SpillBlock(spill) => {
+                    if let Some((f, _)) = parts.get(&spill.transfer) {
+                        for (offset, bytes) in spill.segments() {
+                            f.write_all_at(bytes, offset)?;
+                        }
+                    }
+                }
+                Event::ReloadBlock {
+                    transfer,
+                    block,
+                    offset,
+                    len,
+                } => {
+                    let mut bytes = vec![0u8; len];
+                    match parts.get(&transfer) {
+                        Some((f, _)) if f.read_exact_at(&mut bytes, offset).is_ok() => {
+                            reassembler.reload(transfer, block, &bytes)
+                        }
+                        _ => reassembler.reload_failed(transfer, block),
+                    }
+                }
+                Event::TransferComplete { descriptor, digest } => {
+                    let Some((file, part)) = parts.remove(&descriptor.transfer) else {
+                        continue;
+                    };
+                    let ok = match digest {
+                        DigestCheck::Verified => true,
+                        DigestCheck::Mismatch => false,
+                        DigestCheck::NeedsReadBack => {
+                            let mut h = blake3::Hasher::new();
+                            h.update_reader(&file)?;
+                            h.finalize() == descriptor.hash()
+                        }
+                    };
+                    if ok {
+                        file.sync_all()?;
+                        let path = staging.join(descriptor.name.as_str());
+                        fs::rename(&part, &path)?;
+                        File::open(&staging)?.sync_all()?;
+                        done.push(Received::Published { path, descriptor });
+                    } else {
+                        fs::remove_file(&part)?;
+                        done.push(Received::Corrupt(descriptor));
+                    }
+                }
+                Event::TransferExpired { descriptor, .. } => {
+                    if let Some((_, part)) = parts.remove(&descriptor.transfer) {
+                        fs::remove_file(part)?;
+                    }
+                    done.push(Received::Expired(descriptor));
+                }
+                Event::PassEnded { .. }
+                | Event::Heartbeat { .. }
+                | Event::SenderRestarted { .. } => {}
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Forwards datagrams from `inbound` to `dest` through a [`LossyLink`],
+/// until nothing arrived for `idle`. Returns what the link did.
+pub fn lossy_proxy(
+    inbound: &UdpSocket,
+    dest: SocketAddr,
+    mut link: crate::link::LossyLink,
+    idle: Duration,
+) -> io::Result<crate::link::LinkCounts> {
+    let out = UdpSocket::bind("127.0.0.1:0")?;
+    inbound.set_read_timeout(Some(idle))?;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match inbound.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                link.send(buf.get(..n).unwrap_or(&[]));
+                while let Some(d) = link.recv() {
+                    out.send_to(&d, dest)?;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                link.flush();
+                while let Some(d) = link.recv() {
+                    out.send_to(&d, dest)?;
+                }
+                return Ok(link.counts());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

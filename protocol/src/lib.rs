@@ -20,11 +20,13 @@
 //! - [`chunker`]: the sender's state machine.
 //! - [`loss`]: loss, reordering and duplication from sequence numbers.
 //! - [`reassembler`]: the receiver's state machine.
+//! - [`bundle`]: signed bundles: format, trust store, streaming verification.
 
 #![forbid(unsafe_code)]
 
 mod codec;
 
+pub mod bundle;
 pub mod chunker;
 pub mod control;
 pub mod descriptor;

@@ -209,7 +209,7 @@ pub fn receive(
     Ok(done)
 }
 
-/// Forwards datagrams from `inbound` to `dest` through a [`LossyLink`],
+/// Forwards datagrams from `inbound` to `dest` through a [`crate::link::LossyLink`],
 /// until nothing arrived for `idle`. Returns what the link did.
 pub fn lossy_proxy(
     inbound: &UdpSocket,

@@ -1,0 +1,232 @@
+//! The `weir-receiver` command line.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use weir_protocol::bundle::{TrustedKey, trust::public_key_from_file_text, verify};
+
+use crate::trust_file;
+
+/// weir-receiver: receive, verify and publish bundles from a one-way link.
+#[derive(Debug, Parser)]
+#[command(name = "weir-receiver", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Verify a bundle against a trust store: exit 0 with a summary when it
+    /// is valid, exit 1 with every reason when it is not.
+    Verify {
+        /// The trust store.
+        #[arg(long)]
+        trust: PathBuf,
+        /// The bundle.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage the trust store.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+}
+
+/// `weir-receiver trust ...`
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Trust a public key (creates the store if missing; ids are unique).
+    Add {
+        /// The trust store.
+        #[arg(long)]
+        trust: PathBuf,
+        /// A unique id for the key.
+        #[arg(long)]
+        id: String,
+        /// Who holds the key.
+        #[arg(long)]
+        name: String,
+        /// What its signatures vouch for (build, approve, ...); repeatable.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Stop trusting its signatures after this time (RFC 3339).
+        #[arg(long)]
+        not_after: Option<String>,
+        /// The minisign public key file.
+        key: PathBuf,
+    },
+    /// Revoke a key: its signatures never count again.
+    Revoke {
+        /// The trust store.
+        #[arg(long)]
+        trust: PathBuf,
+        /// The key's id.
+        id: String,
+    },
+    /// List the keys.
+    List {
+        /// The trust store.
+        #[arg(long)]
+        trust: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The outcome of a command: success, or a rejection already reported.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit 0.
+    Ok,
+    /// Exit 1, the reasons were printed.
+    Rejected,
+}
+
+/// Runs one command; errors are printed by `main`.
+pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Verify { trust, file, json } => {
+            let store = trust_file::load(&trust)?;
+            let f = File::open(&file).with_context(|| format!("{}", file.display()))?;
+            let result = verify(
+                BufReader::with_capacity(1 << 20, f),
+                &store,
+                SystemTime::now(),
+            );
+            match result {
+                Ok(v) => {
+                    let m = &v.manifest;
+                    if json {
+                        let out = serde_json::json!({
+                            "verdict": "valid",
+                            "file": file,
+                            "name": m.name,
+                            "version": m.version,
+                            "created": m.created,
+                            "artifacts": m.artifacts.len(),
+                            "sboms": m.sboms.len(),
+                            "bytes": v.archive_len,
+                            "signers": v.signers,
+                            "ignored_signatures": v.ignored_signatures,
+                        });
+                        println!("{}", serde_json::to_string_pretty(&out)?);
+                    } else {
+                        println!("valid: {} {} ({})", m.name, m.version, file.display());
+                        println!(
+                            "  {} artifacts, {} SBOMs, {} bytes",
+                            m.artifacts.len(),
+                            m.sboms.len(),
+                            v.archive_len
+                        );
+                        for s in &v.signers {
+                            println!(
+                                "  signed by {} ({}, key {}, roles {})",
+                                s.id,
+                                s.name,
+                                s.key_id,
+                                s.roles.join(",")
+                            );
+                        }
+                        for r in &v.ignored_signatures {
+                            println!("  not counted: {r}");
+                        }
+                    }
+                    Ok(Outcome::Ok)
+                }
+                Err(rejection) => {
+                    if json {
+                        let out = serde_json::json!({
+                            "verdict": "rejected",
+                            "file": file,
+                            "reasons": rejection.reasons,
+                        });
+                        println!("{}", serde_json::to_string_pretty(&out)?);
+                    } else {
+                        println!("rejected: {}", file.display());
+                        for r in &rejection.reasons {
+                            println!("  {}: {r}", r.code());
+                        }
+                    }
+                    Ok(Outcome::Rejected)
+                }
+            }
+        }
+        Command::Trust(TrustCommand::Add {
+            trust,
+            id,
+            name,
+            roles,
+            not_after,
+            key,
+        }) => {
+            let text =
+                std::fs::read_to_string(&key).with_context(|| format!("{}", key.display()))?;
+            let public_key =
+                public_key_from_file_text(&text).with_context(|| format!("{}", key.display()))?;
+            let mut store = trust_file::load_or_empty(&trust)?;
+            let entry = TrustedKey {
+                id: id.clone(),
+                name,
+                public_key,
+                roles,
+                not_after,
+                revoked: false,
+            };
+            let key_id = entry.key_id()?;
+            store.add(entry)?;
+            trust_file::save(&trust, &store)?;
+            println!("trusted key {key_id} as {id} in {}", trust.display());
+            Ok(Outcome::Ok)
+        }
+        Command::Trust(TrustCommand::Revoke { trust, id }) => {
+            let mut store = trust_file::load(&trust)?;
+            store.revoke(&id)?;
+            trust_file::save(&trust, &store)?;
+            println!("revoked {id} in {}", trust.display());
+            Ok(Outcome::Ok)
+        }
+        Command::Trust(TrustCommand::List { trust, json }) => {
+            let store = trust_file::load(&trust)?;
+            let now = SystemTime::now();
+            if json {
+                let keys: Vec<_> = store
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({
+                            "id": k.id,
+                            "name": k.name,
+                            "key_id": k.key_id().map(|i| i.to_string()).unwrap_or_default(),
+                            "roles": k.roles,
+                            "not_after": k.not_after,
+                            "status": format!("{:?}", k.status(now)).to_lowercase(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                for k in &store.keys {
+                    let key_id = k.key_id().map(|i| i.to_string()).unwrap_or_default();
+                    println!(
+                        "{:<20} {key_id}  {:<8} roles={:<16} not_after={}  {}",
+                        k.id,
+                        format!("{:?}", k.status(now)).to_lowercase(),
+                        k.roles.join(","),
+                        k.not_after.as_deref().unwrap_or("-"),
+                        k.name
+                    );
+                }
+            }
+            Ok(Outcome::Ok)
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! weir-receiver: the low-side tools and daemon.
+//!
+//! - [`trust_file`]: loading and atomically saving the trust store.
+//! - [`cli`]: the command line (`verify`, `trust add|revoke|list`).
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod trust_file;

@@ -1,0 +1,188 @@
+//! The `weir-sender` command line.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use weir_protocol::bundle::inspect;
+
+use crate::bundle::create::{CreateRequest, create, parse_label};
+use crate::bundle::sign::add_signature;
+use crate::keys;
+
+/// weir-sender: send signed bundles across a one-way link.
+#[derive(Debug, Parser)]
+#[command(name = "weir-sender", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make a signing key pair: PREFIX.key (mode 0600) and PREFIX.pub.
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+    /// Create, sign and inspect bundles.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+/// `weir-sender bundle ...`
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Build a signed bundle from artifacts (files, or directories taken
+    /// recursively; symlinks are refused).
+    Create {
+        /// Secret key to sign with.
+        #[arg(long)]
+        key: PathBuf,
+        /// Bundle name.
+        #[arg(long)]
+        name: String,
+        /// Bundle version.
+        #[arg(long)]
+        version: String,
+        /// A key=value label; repeat for more.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// A CycloneDX or SPDX file to carry; repeat for more.
+        #[arg(long = "sbom", value_name = "FILE")]
+        sboms: Vec<PathBuf>,
+        /// The bundle file to write; must not exist.
+        #[arg(long)]
+        out: PathBuf,
+        /// Files or directories to include.
+        #[arg(required = true, value_name = "ARTIFACT")]
+        artifacts: Vec<PathBuf>,
+    },
+    /// Add an approval signature; the manifest and earlier signatures are
+    /// left as they are.
+    Sign {
+        /// Secret key to sign with.
+        #[arg(long)]
+        key: PathBuf,
+        /// The bundle.
+        file: PathBuf,
+    },
+    /// Show a bundle's name, version, artifacts and signers (signatures are
+    /// not verified here: the receiver does that against its trust store).
+    Inspect {
+        /// The bundle.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs one command; the returned error is printed by `main`.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keygen { out } => {
+            let (key, public, id) = keys::keygen(&out)?;
+            println!("key id {id}");
+            println!(
+                "secret key: {} (mode 0600; keep it on the build side)",
+                key.display()
+            );
+            println!(
+                "public key: {} (add it to the receiver's trust store)",
+                public.display()
+            );
+        }
+        Command::Bundle(BundleCommand::Create {
+            key,
+            name,
+            version,
+            labels,
+            sboms,
+            out,
+            artifacts,
+        }) => {
+            let key = keys::load(&key)?;
+            let labels = labels
+                .iter()
+                .map(|l| parse_label(l))
+                .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+            let req = CreateRequest {
+                name,
+                version,
+                labels,
+                artifacts,
+                sboms,
+                out: out.clone(),
+            };
+            let m = create(&req, &key, SystemTime::now())?;
+            println!(
+                "created {} ({} {}, {} artifacts, {} SBOMs, signed by {})",
+                out.display(),
+                m.name,
+                m.version,
+                m.artifacts.len(),
+                m.sboms.len(),
+                key.id
+            );
+        }
+        Command::Bundle(BundleCommand::Sign { key, file }) => {
+            let key = keys::load(&key)?;
+            let m = add_signature(&file, &key)?;
+            println!(
+                "signed {} ({} {}) with key {}",
+                file.display(),
+                m.name,
+                m.version,
+                key.id
+            );
+        }
+        Command::Bundle(BundleCommand::Inspect { file, json }) => {
+            let f = File::open(&file).with_context(|| format!("{}", file.display()))?;
+            let info = inspect(BufReader::with_capacity(1 << 20, f))
+                .map_err(|r| anyhow::anyhow!("{}: {r}", file.display()))?;
+            if json {
+                let v = serde_json::json!({
+                    "manifest": info.manifest,
+                    "signatures": info.signatures,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let m = &info.manifest;
+                println!("name:      {}", m.name);
+                println!("version:   {}", m.version);
+                println!("created:   {}", m.created);
+                for (k, v) in &m.labels {
+                    println!("label:     {k}={v}");
+                }
+                println!(
+                    "signed by: {} (not verified here)",
+                    info.signatures.join(", ")
+                );
+                for a in &m.artifacts {
+                    println!(
+                        "  {:o} {:>14} {}  {}",
+                        a.mode.bits(),
+                        a.size,
+                        a.blake3,
+                        a.path
+                    );
+                }
+                for s in &m.sboms {
+                    println!(
+                        "  sbom {:?} {:>9} {}  {}",
+                        s.format, s.size, s.blake3, s.path
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

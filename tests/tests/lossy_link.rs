@@ -3,7 +3,12 @@
 //! bit flips and injected frames a diode link and its network can bring.
 
 // Helpers outside `#[test]` functions fail the test by panicking too.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::time::Duration;
 

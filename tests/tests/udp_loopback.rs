@@ -1,7 +1,12 @@
 //! The protocol core over real UDP sockets on 127.0.0.1, through a lossy
 //! proxy: what the simulator shows must hold with a kernel in the path.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};

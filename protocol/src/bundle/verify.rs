@@ -250,7 +250,9 @@ impl<R: Read> Read for CountingReader<R> {
 }
 
 fn tar_reason(e: &io::Error) -> Reason {
-    if e.kind() == io::ErrorKind::UnexpectedEof {
+    // The tar reader reports a header cut short as "failed to read entire
+    // block" rather than as an end-of-file error.
+    if e.kind() == io::ErrorKind::UnexpectedEof || e.to_string().contains("entire block") {
         Reason::Truncated
     } else {
         Reason::TarCorrupt {
@@ -334,7 +336,11 @@ fn check_entry<R: Read>(
     seen: &mut HashMap<String, String>,
     buf: &mut [u8],
 ) -> Result<Vec<Reason>, Reason> {
-    let raw = entry.path_bytes().into_owned();
+    let kind = entry.header().entry_type();
+    let mut raw = entry.path_bytes().into_owned();
+    if kind == tar::EntryType::Directory && raw.ends_with(b"/") {
+        raw.pop();
+    }
     let path = match check_path(&raw) {
         Ok(p) => p.to_owned(),
         Err(problem) => {

@@ -46,4 +46,4 @@ pub use reassembler::{
     DigestCheck, DropCounts, Event, Reassembler, ReassemblerConfig, SpilledBlock, Stats,
     TransferState,
 };
-pub use wire::{FrameKind, Integrity, LinkKey};
+pub use wire::{FrameKind, Integrity, LinkKey, Mtu};

@@ -50,6 +50,42 @@ pub const MAX_DATAGRAM: usize = 9000 - 20 - 8;
 pub const MAX_PAYLOAD: usize = MAX_DATAGRAM - HEADER_LEN - CRC_TAG_LEN;
 
 const FLAG_MAC: u8 = 0b0000_0001;
+
+/// A link MTU, validated: 1280 (the IPv6 minimum) to 9000 (jumbo frames).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mtu(u16);
+
+/// Why an MTU is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("MTU {0} is outside 1280..=9000")]
+pub struct MtuError(pub u32);
+
+impl Mtu {
+    /// The usual Ethernet MTU.
+    pub const ETHERNET: Self = Self(1500);
+    /// Jumbo frames.
+    pub const JUMBO: Self = Self(9000);
+
+    /// Accepts 1280..=9000.
+    pub fn new(mtu: u32) -> Result<Self, MtuError> {
+        u16::try_from(mtu)
+            .ok()
+            .filter(|m| (1280..=9000).contains(m))
+            .map(Self)
+            .ok_or(MtuError(mtu))
+    }
+
+    /// The MTU in bytes.
+    pub fn get(self) -> u16 {
+        self.0
+    }
+
+    /// The largest UDP payload: the MTU less the IP (20 or 40 bytes) and
+    /// UDP (8 bytes) headers.
+    pub fn max_datagram(self, ipv6: bool) -> usize {
+        usize::from(self.0) - if ipv6 { 48 } else { 28 }
+    }
+}
 const MAC_CONTEXT: &str = "weir 2026-11 link frame MAC v1";
 
 /// What a frame carries.
@@ -395,6 +431,17 @@ mod tests {
         let f = decode_frame(&out, &Integrity::Crc32c).unwrap();
         assert_eq!(f.header, header());
         assert_eq!(f.payload, b"abc");
+    }
+
+    #[test]
+    fn mtu_bounds_and_datagram_sizes() {
+        assert_eq!(Mtu::ETHERNET.max_datagram(false), 1472);
+        assert_eq!(Mtu::ETHERNET.max_datagram(true), 1452);
+        assert_eq!(Mtu::JUMBO.max_datagram(false), MAX_DATAGRAM);
+        assert_eq!(Mtu::new(1279), Err(MtuError(1279)));
+        assert_eq!(Mtu::new(9001), Err(MtuError(9001)));
+        assert_eq!(Mtu::new(70000), Err(MtuError(70000)));
+        assert_eq!(Mtu::new(1500), Ok(Mtu::ETHERNET));
     }
 
     #[test]

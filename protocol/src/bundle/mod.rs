@@ -18,8 +18,8 @@
 //! - [`path`]: what an entry may be called.
 //! - [`trust`]: the trust store of public keys.
 //! - [`signature`]: checking one signature.
-//! - [`verify`]: streaming verification of a whole bundle.
-//! - [`write`]: writing the archive.
+//! - [`verify`](mod@verify): streaming verification of a whole bundle.
+//! - [`write`](mod@write): writing the archive.
 
 pub mod manifest;
 pub mod path;

@@ -12,13 +12,11 @@
 )]
 
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::time::{Instant, SystemTime};
 
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use weir_sender::bundle::create::{CreateRequest, create};
-use weir_tests::bundles::Fixture;
+use weir_tests::bundles::{Fixture, write_random_file};
 
 /// Peak resident set size of this process, in KiB.
 fn peak_rss_kib() -> u64 {
@@ -37,16 +35,7 @@ fn a_2_gib_bundle_verifies_with_peak_memory_under_64_mib() {
     let fx = Fixture::new();
     let dir = tempfile::tempdir().unwrap();
     let artifact = dir.path().join("image.bin");
-    {
-        let mut f = std::io::BufWriter::with_capacity(1 << 20, File::create(&artifact).unwrap());
-        let mut rng = ChaCha8Rng::seed_from_u64(2);
-        let mut chunk = vec![0u8; 1 << 20];
-        for _ in 0..SIZE >> 20 {
-            rng.fill_bytes(&mut chunk);
-            f.write_all(&chunk).unwrap();
-        }
-        f.flush().unwrap();
-    }
+    write_random_file(&artifact, SIZE >> 20, 2).unwrap();
     let out = dir.path().join("big.weir");
     let req = CreateRequest {
         name: "big".into(),

@@ -5,12 +5,10 @@
 //! `cargo run --release -p weir-bench --bin bundle_verify [SIZE_MIB]`
 
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use weir_protocol::bundle::{TrustStore, TrustedKey, verify};
 use weir_sender::bundle::create::{CreateRequest, create};
 use weir_sender::keys;
@@ -36,15 +34,7 @@ fn main() -> anyhow::Result<()> {
     })?;
 
     let artifact = dir.path().join("image.bin");
-    {
-        let mut f = std::io::BufWriter::with_capacity(1 << 20, File::create(&artifact)?);
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let mut chunk = vec![0u8; 1 << 20];
-        for _ in 0..mib {
-            rng.fill_bytes(&mut chunk);
-            f.write_all(&chunk)?;
-        }
-    }
+    weir_tests::bundles::write_random_file(&artifact, mib, 1)?;
     let out = dir.path().join("bench.weir");
     let req = CreateRequest {
         name: "bench".into(),

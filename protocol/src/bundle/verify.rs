@@ -21,7 +21,7 @@ use super::manifest::{MAX_MANIFEST, Manifest, ManifestError};
 use super::path::check_path;
 use super::signature::{MAX_SIGNATURE, MAX_SIGNATURES, SignatureProblem, Signer, check_signature};
 use super::trust::TrustStore;
-use super::write::{MANIFEST_PATH, SIGNATURES_DIR};
+use super::write::{CountingReader, MANIFEST_PATH, SIGNATURES_DIR};
 
 /// Most zero bytes accepted after the end-of-archive marker (tar tools pad
 /// archives to 10 KiB records).
@@ -234,19 +234,6 @@ pub struct Inspection {
     pub manifest_bytes: Vec<u8>,
     /// Key ids of the signature entries (not verified).
     pub signatures: Vec<String>,
-}
-
-struct CountingReader<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
 }
 
 fn tar_reason(e: &io::Error) -> Reason {

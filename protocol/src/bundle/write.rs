@@ -97,7 +97,7 @@ impl<W: Write> BundleWriter<W> {
             header.set_path(short.trim_start_matches('/'))?;
         }
         header.set_cksum();
-        let mut counted = Counted {
+        let mut counted = CountingReader {
             inner: data,
             count: 0,
         };
@@ -119,12 +119,13 @@ impl<W: Write> BundleWriter<W> {
     }
 }
 
-struct Counted<R> {
-    inner: R,
-    count: u64,
+/// Counts the bytes read through it.
+pub(crate) struct CountingReader<R> {
+    pub(crate) inner: R,
+    pub(crate) count: u64,
 }
 
-impl<R: Read> Read for Counted<R> {
+impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count += n as u64;

@@ -19,6 +19,7 @@
 //! - [`link`]: sequence numbering and tagging on the sender.
 //! - [`chunker`]: the sender's state machine.
 //! - [`loss`]: loss, reordering and duplication from sequence numbers.
+//! - [`rate`]: link rates as operators write them.
 //! - [`reassembler`]: the receiver's state machine.
 //! - [`bundle`]: signed bundles: format, trust store, streaming verification.
 
@@ -33,6 +34,7 @@ pub mod descriptor;
 pub mod fec;
 pub mod link;
 pub mod loss;
+pub mod rate;
 pub mod reassembler;
 pub mod wire;
 
@@ -42,6 +44,7 @@ pub use descriptor::{BundleName, TransferDescriptor, TransferId};
 pub use fec::{FecParams, FecParamsError};
 pub use link::{FrameAddr, LinkEncoder};
 pub use loss::{LossMeter, LossStats};
+pub use rate::Rate;
 pub use reassembler::{
     DigestCheck, DropCounts, Event, Reassembler, ReassemblerConfig, SpilledBlock, Stats,
     TransferState,

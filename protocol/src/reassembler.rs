@@ -238,6 +238,8 @@ pub struct Stats {
     pub dropped: DropCounts,
     /// Sequence-number accounting.
     pub loss: LossStats,
+    /// Heartbeats received.
+    pub heartbeats: u64,
     /// Blocks whose data shards all arrived.
     pub blocks_clean: u64,
     /// Blocks rebuilt with parity.
@@ -624,10 +626,13 @@ impl Reassembler {
         }
         match h.kind {
             FrameKind::Heartbeat => match Heartbeat::decode(frame.payload) {
-                Some(heartbeat) => self.events.push_back(Event::Heartbeat {
-                    epoch: h.epoch,
-                    heartbeat,
-                }),
+                Some(heartbeat) => {
+                    self.stats.heartbeats += 1;
+                    self.events.push_back(Event::Heartbeat {
+                        epoch: h.epoch,
+                        heartbeat,
+                    });
+                }
                 None => self.stats.dropped.invalid += 1,
             },
             FrameKind::Descriptor => self.on_descriptor(now, frame.payload),

@@ -10,8 +10,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use weir_protocol::bundle::inspect;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use crate::bundle::create::{CreateRequest, create, parse_label};
 use crate::bundle::sign::add_signature;
+use crate::config::{LogFormat, Settings};
+use crate::daemon::{Daemon, send_files};
 use crate::keys;
 
 /// weir-sender: send signed bundles across a one-way link.
@@ -35,6 +40,32 @@ pub enum Command {
     /// Create, sign and inspect bundles.
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Run the daemon: send every bundle dropped into the outbox.
+    Run {
+        /// The configuration file.
+        #[arg(long, default_value = "/etc/weir/sender.toml")]
+        config: PathBuf,
+        /// Check the configuration, print the effective values and exit.
+        #[arg(long)]
+        check_config: bool,
+    },
+    /// Send bundles in the foreground with a progress bar; exits 0 when
+    /// every pass of every bundle went out.
+    Send {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Bundles to send.
+        #[arg(required = true)]
+        bundles: Vec<PathBuf>,
+    },
+    /// Make a link key (32 random bytes in hex, mode 0600) for authenticated
+    /// frames; install the same file on the receiver.
+    LinkKey {
+        /// Where to write it; must not exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `weir-sender bundle ...`
@@ -85,9 +116,58 @@ pub enum BundleCommand {
     },
 }
 
+/// Sets up logging to stderr (journald adds timestamps to human lines).
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match settings.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.without_time().try_init(),
+    };
+}
+
+/// A flag set by SIGTERM or SIGINT.
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
+}
+
 /// Runs one command; the returned error is printed by `main`.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run {
+            config,
+            check_config,
+        } => {
+            let settings = Settings::load(&config)?;
+            if check_config {
+                println!("# {}: valid", config.display());
+                print!("{}", settings.effective_toml());
+                return Ok(());
+            }
+            init_logging(&settings);
+            let stop = stop_flag()?;
+            Daemon::new(settings, stop)?.run()?;
+        }
+        Command::Send { config, bundles } => {
+            let settings = Settings::load(&config)?;
+            init_logging(&settings);
+            let stop = stop_flag()?;
+            send_files(&settings, &bundles, &stop)?;
+        }
+        Command::LinkKey { out } => {
+            keys::write_link_key(&out)?;
+            println!(
+                "link key written to {} (mode 0600); copy it to the receiver",
+                out.display()
+            );
+        }
         Command::Keygen { out } => {
             let (key, public, id) = keys::keygen(&out)?;
             println!("key id {id}");

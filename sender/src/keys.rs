@@ -154,6 +154,17 @@ pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
     Ok(SigningKey { secret, public, id })
 }
 
+/// Writes a new link key: 32 random bytes as 64 hex digits, mode 0600.
+pub fn write_link_key(path: &Path) -> Result<(), KeyError> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| KeyError::Format {
+        path: path.to_owned(),
+        detail: format!("no randomness from the OS: {e}"),
+    })?;
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    write_new(path, format!("{hex}\n").as_bytes(), 0o600)
+}
+
 /// Signs manifest bytes with the trusted comment weir requires.
 pub fn sign_manifest(
     key: &SigningKey,

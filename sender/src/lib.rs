@@ -2,10 +2,22 @@
 //!
 //! - [`keys`]: signing keys (`keygen`, loading with permission checks).
 //! - [`bundle`]: `bundle create` and `bundle sign`.
+//! - [`config`]: the configuration file and its checked settings.
+//! - [`outbox`]: the spool directories, journal and in-flight state.
+//! - [`pacer`]: the token bucket.
+//! - [`udp`]: the sending socket (batches, GSO).
+//! - [`engine`]: the paced send loop with heartbeats.
+//! - [`daemon`]: `run` and `send`.
 //! - [`cli`]: the command line.
 
 #![forbid(unsafe_code)]
 
 pub mod bundle;
 pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod engine;
 pub mod keys;
+pub mod outbox;
+pub mod pacer;
+pub mod udp;

@@ -10,6 +10,7 @@
     clippy::expect_used
 )]
 
+pub mod bin;
 pub mod bundles;
 pub mod link;
 pub mod sim;

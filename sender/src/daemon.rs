@@ -238,10 +238,13 @@ impl Daemon {
                     };
                     Some((c, Some(r)))
                 }
-                None => self.spool.scan()?.into_iter().next().map(|c| (c, None)),
+                None => {
+                    let ready = self.spool.scan()?;
+                    self.engine.queue_len = u32::try_from(ready.len()).unwrap_or(u32::MAX);
+                    ready.into_iter().next().map(|c| (c, None))
+                }
             };
             let Some((c, resumed)) = next else {
-                self.engine.queue_len = 0;
                 self.engine.idle(Instant::now() + scan_every, &self.stop)?;
                 continue;
             };
@@ -296,14 +299,17 @@ impl Daemon {
             let may_preempt = c.lane == Lane::Normal;
             let name = d.name.to_string();
             let mut preempt = || may_preempt && urgent_waiting(&urgent_dir);
+            let began = Instant::now();
             let mut progress = |p: &Progress| {
+                let secs = began.elapsed().as_secs_f64().max(1e-3);
                 status(&format!(
-                    "sending {name}: pass {}/{}, block {}/{}, {} MB out",
+                    "sending {name}: pass {}/{}, block {}/{}, {} MB out at {:.0} Mbit/s",
                     p.pass + 1,
                     p.passes,
                     p.blocks_done,
                     p.blocks,
-                    p.bytes / 1_000_000
+                    p.bytes / 1_000_000,
+                    p.bytes as f64 * 8.0 / secs / 1e6
                 ));
             };
             let outcome = self.engine.send(

@@ -134,17 +134,8 @@ impl Engine {
             return Ok(());
         }
         let bytes = self.buf.len();
-        loop {
-            let now = Instant::now();
-            let wait = self.pacer.delay(now, bytes);
-            if wait.is_zero() {
-                self.pacer.consume(now, bytes);
-                break;
-            }
-            sleep_precise(wait);
-        }
         let segment = self.lens.first().copied().unwrap_or(bytes);
-        self.udp.send(&self.buf, segment)?;
+        pace_and_send(&mut self.pacer, &self.udp, &self.buf, segment)?;
         self.stats.frames += self.lens.len() as u64;
         self.stats.bytes += bytes as u64;
         self.stats.sends += 1;
@@ -190,68 +181,249 @@ impl Engine {
 
     /// Sends `chunker`'s frames until its passes are done, `stop` is set, or
     /// `preempt` returns true at a block-group boundary.
-    pub fn send<S: BlockSource>(
+    ///
+    /// Frames are made on a second thread (reading, Reed–Solomon encoding,
+    /// tagging) and handed over in batches through a short queue, so that
+    /// encoding a block group never stalls the paced sending.
+    pub fn send<S: BlockSource + Send>(
         &mut self,
         chunker: &mut Chunker<S>,
         passes: u32,
         stop: &AtomicBool,
-        preempt: &mut dyn FnMut() -> bool,
+        preempt: &mut (dyn FnMut() -> bool + Send),
         progress: &mut dyn FnMut(&Progress),
     ) -> anyhow::Result<SendOutcome> {
+        self.flush()?;
         self.current = chunker.descriptor().transfer.0;
-        let mut sent_bytes = 0u64;
-        let mut last_progress = Instant::now();
+        let halt = AtomicBool::new(false);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(QUEUE_BATCHES);
+        let producer = Producer {
+            link: &mut self.link,
+            batch_frames: self.batch_frames,
+            max_datagram: self.config.max_datagram,
+            heartbeat: self.config.heartbeat,
+            pass_pause: self.config.pass_pause,
+            next_heartbeat: &mut self.next_heartbeat,
+            queue_len: self.queue_len,
+            current: self.current,
+            passes,
+        };
+        let udp = &self.udp;
+        let pacer = &mut self.pacer;
+        let stats = &mut self.stats;
+        let alive = &self.alive;
+        let outcome = std::thread::scope(|scope| -> anyhow::Result<SendOutcome> {
+            let worker = scope.spawn(|| producer.run(chunker, preempt, &halt, tx));
+            let mut sent_bytes = 0u64;
+            let mut last_progress = Instant::now();
+            let mut result = SendOutcome::Done;
+            for batch in rx.iter() {
+                alive.fetch_add(1, Ordering::Relaxed);
+                if !batch.buf.is_empty() {
+                    pace_and_send(pacer, udp, &batch.buf, batch.segment)?;
+                    stats.frames += batch.frames as u64;
+                    stats.bytes += batch.buf.len() as u64;
+                    stats.sends += 1;
+                    sent_bytes += batch.buf.len() as u64;
+                }
+                if last_progress.elapsed() >= Duration::from_millis(200) || batch.end_of_pass {
+                    last_progress = Instant::now();
+                    progress(&Progress {
+                        pass: batch.pass.min(passes.saturating_sub(1)),
+                        passes,
+                        blocks_done: batch.blocks_done,
+                        blocks: batch.blocks,
+                        bytes: sent_bytes,
+                    });
+                }
+                if let Some(end) = batch.end {
+                    result = end;
+                    break;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    // The batch in flight went out; stop making more.
+                    halt.store(true, Ordering::Relaxed);
+                    result = SendOutcome::Stopped { pass: batch.pass };
+                    break;
+                }
+            }
+            // Let the producer see the halt (or its closed queue) and end.
+            halt.store(true, Ordering::Relaxed);
+            drop(rx);
+            let made = worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("frame producer panicked"))??;
+            Ok(match result {
+                SendOutcome::Stopped { .. } => SendOutcome::Stopped { pass: made.pass },
+                other => other,
+            })
+        })?;
+        if outcome == SendOutcome::Done {
+            self.current = 0;
+        }
+        Ok(outcome)
+    }
+}
+
+/// Batches queued between the frame producer and the sender: a few
+/// milliseconds of traffic at high rates.
+const QUEUE_BATCHES: usize = 32;
+
+/// Datagrams of one size, ready to send, with where the transfer was.
+#[derive(Debug, Default)]
+struct Batch {
+    buf: Vec<u8>,
+    segment: usize,
+    frames: usize,
+    pass: u32,
+    blocks_done: u32,
+    blocks: u32,
+    end_of_pass: bool,
+    /// Set on the last batch: how the transfer ended.
+    end: Option<SendOutcome>,
+}
+
+/// What the producer thread made, returned when it ends.
+struct Made {
+    pass: u32,
+}
+
+/// Makes batches of frames on its own thread.
+struct Producer<'a> {
+    link: &'a mut LinkEncoder,
+    batch_frames: usize,
+    max_datagram: usize,
+    heartbeat: Duration,
+    pass_pause: Duration,
+    next_heartbeat: &'a mut Instant,
+    queue_len: u32,
+    current: u64,
+    passes: u32,
+}
+
+impl Producer<'_> {
+    fn heartbeat(&mut self, batch: &mut Batch) -> anyhow::Result<()> {
+        let ms = u32::try_from(self.heartbeat.as_millis()).unwrap_or(u32::MAX);
+        let len = self
+            .link
+            .heartbeat(self.queue_len, ms, self.current, &mut batch.buf)
+            .map_err(std::io::Error::other)?;
+        batch.segment = len;
+        batch.frames = 1;
+        *self.next_heartbeat = Instant::now() + self.heartbeat;
+        Ok(())
+    }
+
+    fn run<S: BlockSource>(
+        mut self,
+        chunker: &mut Chunker<S>,
+        preempt: &mut (dyn FnMut() -> bool + Send),
+        halt: &AtomicBool,
+        tx: std::sync::mpsc::SyncSender<Batch>,
+    ) -> anyhow::Result<Made> {
+        let cap = self.batch_frames * self.max_datagram;
+        let mut batch = Batch::default();
+        let mut scratch = Vec::with_capacity(self.max_datagram);
+        let send = |b: Batch| tx.send(b).is_ok();
         loop {
-            if stop.load(Ordering::Relaxed) {
-                self.flush()?;
-                return Ok(SendOutcome::Stopped {
+            if halt.load(Ordering::Relaxed) {
+                return Ok(Made {
                     pass: chunker.pass(),
                 });
             }
-            if chunker.at_group_boundary() && self.lens.is_empty() && preempt() {
-                return Ok(SendOutcome::Preempted);
+            if Instant::now() >= *self.next_heartbeat {
+                let mut hb = Batch::default();
+                self.heartbeat(&mut hb)?;
+                hb.pass = chunker.pass();
+                if !send(hb) {
+                    return Ok(Made {
+                        pass: chunker.pass(),
+                    });
+                }
             }
-            self.heartbeat_if_due()?;
-            let before = self.buf.len();
-            let Some(t) = chunker.poll_transmit(&mut self.link, &mut self.buf)? else {
-                self.flush()?;
-                self.current = 0;
-                return Ok(SendOutcome::Done);
-            };
-            sent_bytes += t.len as u64;
-            // A batch holds datagrams of one size (GSO); a different size
-            // starts a new batch.
-            if let Some(&first) = self.lens.first()
-                && first != t.len
-            {
-                let tail = self.buf.split_off(before);
-                self.flush()?;
-                self.buf = tail;
-            }
-            self.lens.push(t.len);
-            if self.lens.len() >= self.batch_frames
-                || t.kind != FrameKind::Data && t.kind != FrameKind::Parity
-            {
-                self.flush()?;
-            }
-            if t.kind == FrameKind::EndOfPass && t.pass + 1 < passes {
-                self.idle(Instant::now() + self.config.pass_pause, stop)?;
-            }
-            if last_progress.elapsed() >= Duration::from_millis(200)
-                || t.kind == FrameKind::EndOfPass
-            {
-                last_progress = Instant::now();
-                let (blocks_done, blocks) = chunker.progress();
-                progress(&Progress {
-                    pass: chunker.pass().min(passes.saturating_sub(1)),
-                    passes,
-                    blocks_done,
-                    blocks,
-                    bytes: sent_bytes,
+            if chunker.at_group_boundary() && preempt() {
+                let end = Batch {
+                    end: Some(SendOutcome::Preempted),
+                    pass: chunker.pass(),
+                    ..Batch::default()
+                };
+                send(end);
+                return Ok(Made {
+                    pass: chunker.pass(),
                 });
+            }
+            scratch.clear();
+            let Some(t) = chunker.poll_transmit(self.link, &mut scratch)? else {
+                batch.end = Some(SendOutcome::Done);
+                send(batch);
+                return Ok(Made {
+                    pass: chunker.pass(),
+                });
+            };
+            let is_shard = matches!(t.kind, FrameKind::Data | FrameKind::Parity);
+            // A batch holds datagrams of one size (GSO) and at most one
+            // control frame.
+            if batch.frames > 0
+                && (batch.segment != t.len || !is_shard || batch.buf.len() + t.len > cap)
+                && !send(std::mem::take(&mut batch))
+            {
+                return Ok(Made {
+                    pass: chunker.pass(),
+                });
+            }
+            batch.buf.extend_from_slice(&scratch);
+            batch.segment = t.len;
+            batch.frames += 1;
+            batch.pass = t.pass;
+            let (done, blocks) = chunker.progress();
+            batch.blocks_done = done;
+            batch.blocks = blocks;
+            if !is_shard || batch.frames >= self.batch_frames {
+                batch.end_of_pass = t.kind == FrameKind::EndOfPass;
+                if !send(std::mem::take(&mut batch)) {
+                    return Ok(Made {
+                        pass: chunker.pass(),
+                    });
+                }
+            }
+            if t.kind == FrameKind::EndOfPass && t.pass + 1 < self.passes {
+                // Pause between passes, beating on time.
+                let until = Instant::now() + self.pass_pause;
+                while Instant::now() < until && !halt.load(Ordering::Relaxed) {
+                    if Instant::now() >= *self.next_heartbeat {
+                        let mut hb = Batch::default();
+                        self.heartbeat(&mut hb)?;
+                        hb.pass = t.pass + 1;
+                        if !send(hb) {
+                            return Ok(Made {
+                                pass: chunker.pass(),
+                            });
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
             }
         }
     }
+}
+
+/// Waits for the pacer, then sends one batch.
+fn pace_and_send(
+    pacer: &mut Pacer,
+    udp: &UdpLink,
+    buf: &[u8],
+    segment: usize,
+) -> std::io::Result<()> {
+    loop {
+        let now = Instant::now();
+        let wait = pacer.delay(now, buf.len());
+        if wait.is_zero() {
+            pacer.consume(now, buf.len());
+            break;
+        }
+        sleep_precise(wait);
+    }
+    udp.send(buf, segment)
 }
 
 /// Sleeps for `d`: the kernel for most of it, a spin for the last 50 µs,

@@ -251,3 +251,192 @@ fn sigterm_and_sigkill_mid_transfer_lose_nothing() {
     });
     assert!(terminate(&mut child).success());
 }
+
+#[test]
+fn a_second_pass_fills_what_the_first_lost_over_a_lossy_link() {
+    use weir_tests::link::{LinkProfile, LossyLink};
+    for (passes, expect_complete) in [(1u32, false), (2, true)] {
+        let mut s = Setup::new("300Mbit", passes);
+        // Insert a 25%-loss proxy between sender and receiver.
+        let proxy = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        let rx_addr = s.rx.as_ref().unwrap().local_addr().unwrap();
+        let text = std::fs::read_to_string(&s.config)
+            .unwrap()
+            .replace(&rx_addr.to_string(), &proxy_addr.to_string());
+        std::fs::write(&s.config, text).unwrap();
+        let p = std::thread::spawn(move || {
+            let link = LossyLink::new(
+                LinkProfile {
+                    loss: 0.25,
+                    ..LinkProfile::default()
+                },
+                25,
+            );
+            weir_tests::udp::lossy_proxy(&proxy, rx_addr, link, Duration::from_secs(2)).unwrap()
+        });
+        let path = s.dir.path().join("lossy.weir");
+        let bytes = s.bundle("lossy", 6, &path);
+        let rx = s.receiver(1, 8);
+        let out = Command::new(weir_tests::bin::path("weir-sender"))
+            .args(["send", "--config"])
+            .arg(&s.config)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (got, stats) = rx.join().unwrap();
+        p.join().unwrap();
+        let published = published(&got);
+        assert_eq!(
+            !published.is_empty(),
+            expect_complete,
+            "passes {passes}: {got:?} {stats:?}"
+        );
+        assert!(
+            stats.blocks_unrecovered_at_pass_end > 0,
+            "25% loss must defeat one pass"
+        );
+        if expect_complete {
+            assert!(published[0].1 == bytes);
+        }
+    }
+}
+
+#[test]
+fn a_file_still_being_copied_in_is_not_taken() {
+    let mut s = Setup::new("400Mbit", 1);
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("settle_time = \"0s\"", "settle_time = \"1s\"");
+    std::fs::write(&s.config, text).unwrap();
+    let src = s.dir.path().join("slow.weir");
+    let bytes = s.bundle("slow", 3, &src);
+    let mut child = s.daemon();
+    let outbox = s.spool("outbox");
+    wait_until("the spool", 10, || outbox.exists());
+    let rx = s.receiver(1, 30);
+    // Copy in place, slowly: a chunk every 300 ms (each pause shorter than
+    // the settle time).
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(outbox.join("slow.weir")).unwrap();
+        for chunk in bytes.chunks(bytes.len() / 8 + 1) {
+            f.write_all(chunk).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                std::fs::read_dir(s.spool("failed"))
+                    .unwrap()
+                    .next()
+                    .is_none(),
+                "a half-copied file was taken"
+            );
+        }
+    }
+    let (got, _) = rx.join().unwrap();
+    let p = published(&got);
+    assert_eq!(p.len(), 1, "{got:?}");
+    assert!(p[0].1 == bytes);
+    assert!(
+        std::fs::read_dir(s.spool("failed"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert!(terminate(&mut child).success());
+}
+
+#[test]
+fn an_urgent_bundle_overtakes_a_large_one_in_progress() {
+    let mut s = Setup::new("200Mbit", 2);
+    let big = s.dir.path().join("big.weir");
+    let urgent = s.dir.path().join("hotfix.weir");
+    let big_bytes = s.bundle("big", 40, &big);
+    let urgent_bytes = s.bundle("hotfix", 1, &urgent);
+    let outbox = s.spool("outbox");
+    let mut child = s.daemon();
+    wait_until("the spool", 10, || outbox.exists());
+    let rx = s.receiver(2, 60);
+    std::fs::rename(&big, outbox.join("big.weir")).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::rename(&urgent, outbox.join("urgent").join("hotfix.weir")).unwrap();
+    let (got, _) = rx.join().unwrap();
+    let p = published(&got);
+    assert_eq!(p.len(), 2, "{got:?}");
+    assert_eq!(p[0].0, "hotfix.weir", "the urgent bundle lands first");
+    assert!(p[0].1 == urgent_bytes);
+    assert!(p[1].1 == big_bytes);
+    wait_until("both in sent/", 30, || {
+        s.spool("sent").join("big.weir").exists() && s.spool("sent").join("hotfix.weir").exists()
+    });
+    assert!(terminate(&mut child).success());
+}
+
+#[test]
+fn ready_status_and_heartbeats_reach_systemd_and_the_link_while_idle() {
+    use std::os::unix::net::UnixDatagram;
+    let mut s = Setup::new("100Mbit", 1);
+    let sock_path = s.dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&sock_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let rx = s.receiver(1, 2);
+    let mut child = Command::new(weir_tests::bin::path("weir-sender"))
+        .args(["run", "--config"])
+        .arg(&s.config)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut messages = String::new();
+    let mut buf = [0u8; 4096];
+    while !(messages.contains("READY=1") && messages.contains("STATUS=")) {
+        let n = notify.recv(&mut buf).expect("a notification");
+        messages.push_str(&String::from_utf8_lossy(&buf[..n]));
+        messages.push('\n');
+    }
+    let (_, stats) = rx.join().unwrap();
+    // About 2 s idle at a 100 ms interval.
+    assert!(
+        stats.heartbeats >= 10,
+        "heartbeats while idle: {}",
+        stats.heartbeats
+    );
+    assert!(terminate(&mut child).success());
+}
+
+#[test]
+fn check_config_prints_the_effective_values_and_names_a_bad_key() {
+    let s = Setup::new("100Mbit", 1);
+    let bin = weir_tests::bin::path("weir-sender");
+    let out = Command::new(&bin)
+        .args(["run", "--check-config", "--config"])
+        .arg(&s.config)
+        .env("WEIR_SENDER_LINK__RATE", "250Mbit")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rate = \"250Mbit\""),
+        "environment override: {text}"
+    );
+    let out = Command::new(&bin)
+        .args(["run", "--check-config", "--config"])
+        .arg(&s.config)
+        .env("WEIR_SENDER_TRANSFER__PASS_PAUSE", "soon")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("transfer.pass_pause"));
+}

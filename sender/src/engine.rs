@@ -322,8 +322,11 @@ impl Producer<'_> {
         tx: std::sync::mpsc::SyncSender<Batch>,
     ) -> anyhow::Result<Made> {
         let cap = self.batch_frames * self.max_datagram;
-        let mut batch = Batch::default();
-        let mut scratch = Vec::with_capacity(self.max_datagram);
+        let fresh = || Batch {
+            buf: Vec::with_capacity(cap),
+            ..Batch::default()
+        };
+        let mut batch = fresh();
         let send = |b: Batch| tx.send(b).is_ok();
         loop {
             if halt.load(Ordering::Relaxed) {
@@ -352,8 +355,8 @@ impl Producer<'_> {
                     pass: chunker.pass(),
                 });
             }
-            scratch.clear();
-            let Some(t) = chunker.poll_transmit(self.link, &mut scratch)? else {
+            let before = batch.buf.len();
+            let Some(t) = chunker.poll_transmit(self.link, &mut batch.buf)? else {
                 batch.end = Some(SendOutcome::Done);
                 send(batch);
                 return Ok(Made {
@@ -362,16 +365,18 @@ impl Producer<'_> {
             };
             let is_shard = matches!(t.kind, FrameKind::Data | FrameKind::Parity);
             // A batch holds datagrams of one size (GSO) and at most one
-            // control frame.
-            if batch.frames > 0
-                && (batch.segment != t.len || !is_shard || batch.buf.len() + t.len > cap)
-                && !send(std::mem::take(&mut batch))
-            {
-                return Ok(Made {
-                    pass: chunker.pass(),
-                });
+            // control frame: a frame that does not fit starts the next one.
+            if batch.frames > 0 && (batch.segment != t.len || !is_shard || before + t.len > cap) {
+                let mut next = fresh();
+                next.buf
+                    .extend_from_slice(batch.buf.get(before..).unwrap_or_default());
+                batch.buf.truncate(before);
+                if !send(std::mem::replace(&mut batch, next)) {
+                    return Ok(Made {
+                        pass: chunker.pass(),
+                    });
+                }
             }
-            batch.buf.extend_from_slice(&scratch);
             batch.segment = t.len;
             batch.frames += 1;
             batch.pass = t.pass;
@@ -380,7 +385,7 @@ impl Producer<'_> {
             batch.blocks = blocks;
             if !is_shard || batch.frames >= self.batch_frames {
                 batch.end_of_pass = t.kind == FrameKind::EndOfPass;
-                if !send(std::mem::take(&mut batch)) {
+                if !send(std::mem::replace(&mut batch, fresh())) {
                     return Ok(Made {
                         pass: chunker.pass(),
                     });

@@ -13,6 +13,9 @@ const EIO: i32 = 5;
 
 /// Most segments one GSO send may carry (a kernel limit).
 pub const MAX_SEGMENTS: usize = 64;
+/// Most bytes one GSO send may carry: one UDP datagram's length field,
+/// less IPv6 and UDP headers.
+const MAX_GSO_BYTES: usize = u16::MAX as usize - 48;
 
 /// A UDP socket aimed at the receiver.
 #[derive(Debug)]
@@ -65,8 +68,11 @@ impl UdpLink {
         if buf.is_empty() {
             return Ok(());
         }
-        let max = self.max_segments();
-        for chunk in buf.chunks(segment * max.max(1)) {
+        let max = self
+            .max_segments()
+            .min(MAX_GSO_BYTES / segment.max(1))
+            .max(1);
+        for chunk in buf.chunks(segment * max) {
             let gso = chunk.len() > segment && max > 1;
             let sent_whole = gso && {
                 let t = Transmit {

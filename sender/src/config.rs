@@ -30,6 +30,50 @@ pub struct RawConfig {
     /// `[log]`
     #[serde(default)]
     pub log: RawLog,
+    /// `[carousel]`
+    #[serde(default)]
+    pub carousel: RawCarousel,
+}
+
+/// `[carousel]`: keep cycling recent bundles while idle.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCarousel {
+    /// Off by default.
+    #[serde(default)]
+    pub enabled: bool,
+    /// How many of the most recently sent bundles to cycle.
+    #[serde(default = "default_carousel_bundles")]
+    pub bundles: usize,
+    /// Share of `link.rate` the carousel may use, in (0, 1].
+    #[serde(default = "default_carousel_share")]
+    pub share: f64,
+}
+
+impl Default for RawCarousel {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            bundles: default_carousel_bundles(),
+            share: default_carousel_share(),
+        }
+    }
+}
+
+fn default_carousel_bundles() -> usize {
+    3
+}
+fn default_carousel_share() -> f64 {
+    0.1
+}
+
+/// The carousel, when enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Carousel {
+    /// Recent bundles cycled.
+    pub bundles: usize,
+    /// Its pacing rate: the link rate times the share.
+    pub rate: Rate,
 }
 
 /// `[link]`: where frames go and how fast.
@@ -236,6 +280,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// Cycling of recent bundles while idle.
+    pub carousel: Option<Carousel>,
     /// The raw values, for `--check-config`.
     pub raw: RawConfig,
 }
@@ -338,6 +384,29 @@ impl Settings {
         };
         tracing_subscriber::EnvFilter::try_new(&raw.log.level)
             .map_err(|e| anyhow!("log.level: {e}"))?;
+        let c = &raw.carousel;
+        let carousel = if c.enabled {
+            if !(c.share > 0.0 && c.share <= 1.0) {
+                anyhow::bail!("carousel.share: {} is not in (0, 1]", c.share);
+            }
+            if !(1..=100).contains(&c.bundles) {
+                anyhow::bail!("carousel.bundles: {} is not in 1..=100", c.bundles);
+            }
+            if after_send != AfterSend::Move {
+                anyhow::bail!(
+                    "carousel.enabled: needs transfer.after_send = \"move\" (it resends from sent/)"
+                );
+            }
+            let bps = (rate.bits_per_sec() as f64 * c.share) as u64;
+            let rate = Rate::from_bits_per_sec(bps.max(1000))
+                .map_err(|e| anyhow!("carousel.share: {e}"))?;
+            Some(Carousel {
+                bundles: c.bundles,
+                rate,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             destination,
             bind,
@@ -358,6 +427,7 @@ impl Settings {
             trust: raw.spool.trust.clone(),
             log_format,
             log_level: raw.log.level.clone(),
+            carousel,
             raw,
         })
     }

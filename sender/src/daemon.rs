@@ -182,6 +182,9 @@ pub struct Daemon {
     shard: u16,
     stop: Arc<AtomicBool>,
     inflight: Vec<InFlight>,
+    /// Recently sent bundles the carousel cycles, with the next pass each
+    /// gets (every cycle carries parity no earlier pass carried).
+    carousel: std::collections::VecDeque<(std::path::PathBuf, u32)>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -206,6 +209,7 @@ impl Daemon {
             shard,
             stop,
             inflight: Vec::new(),
+            carousel: std::collections::VecDeque::new(),
         })
     }
 
@@ -216,6 +220,15 @@ impl Daemon {
         status("idle");
         info!(spool = %self.spool.root.display(), "weir-sender running");
         let mut resume = self.spool.load_inflight();
+        if let Some(c) = self.settings.carousel {
+            let first = self.settings.passes;
+            self.carousel = self
+                .spool
+                .recent_sent(c.bundles)
+                .into_iter()
+                .map(|p| (p, first))
+                .collect();
+        }
         let scan_every =
             (self.settings.settle / 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
         while !self.stop.load(Ordering::Relaxed) {
@@ -245,7 +258,9 @@ impl Daemon {
                 }
             };
             let Some((c, resumed)) = next else {
-                self.engine.idle(Instant::now() + scan_every, &self.stop)?;
+                if !self.carousel_turn()? {
+                    self.engine.idle(Instant::now() + scan_every, &self.stop)?;
+                }
                 continue;
             };
             if let Processed::Stopped = self.process(&c, resumed.as_ref())? {
@@ -298,7 +313,7 @@ impl Daemon {
             let urgent_dir = self.spool.urgent.clone();
             let may_preempt = c.lane == Lane::Normal;
             let name = d.name.to_string();
-            let mut preempt = || may_preempt && urgent_waiting(&urgent_dir);
+            let mut preempt = || may_preempt && crate::outbox::has_waiting(&urgent_dir);
             let began = Instant::now();
             let mut progress = |p: &Progress| {
                 let secs = began.elapsed().as_secs_f64().max(1e-3);
@@ -361,7 +376,11 @@ impl Daemon {
         self.spool.journal(&record)?;
         match self.settings.after_send {
             AfterSend::Move => {
-                self.spool.mark_sent(&c.path)?;
+                let sent = self.spool.mark_sent(&c.path)?;
+                if let Some(car) = self.settings.carousel {
+                    self.carousel.push_front((sent, passes));
+                    self.carousel.truncate(car.bundles);
+                }
             }
             AfterSend::Delete => std::fs::remove_file(&c.path)?,
         }
@@ -373,21 +392,53 @@ impl Daemon {
     }
 }
 
-/// Whether `outbox/urgent/` holds a file that could be ready.
-fn urgent_waiting(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|mut entries| {
-            entries.any(|e| {
-                e.ok()
-                    .and_then(|e| {
-                        e.file_name()
-                            .to_str()
-                            .map(|n| !crate::outbox::ignored_name(n))
-                    })
-                    .unwrap_or(false)
-            })
-        })
-        .unwrap_or(false)
+impl Daemon {
+    /// Sends one more pass of the next carousel bundle, at the carousel's
+    /// share of the rate, yielding as soon as the outbox has anything.
+    /// Returns false when there is nothing to cycle.
+    fn carousel_turn(&mut self) -> anyhow::Result<bool> {
+        let Some(car) = self.settings.carousel else {
+            return Ok(false);
+        };
+        let Some((path, pass)) = self.carousel.pop_front() else {
+            return Ok(false);
+        };
+        if self.spool.anything_waiting() {
+            self.carousel.push_front((path, pass));
+            return Ok(false);
+        }
+        let checked = match check(&path, &self.trust, self.shard, self.settings.fec) {
+            Ok(Ok(c)) => c,
+            // Gone, changed or no longer trusted: drop it from the cycle.
+            _ => return Ok(true),
+        };
+        let config = ChunkerConfig {
+            first_pass: pass,
+            passes: pass.saturating_add(1),
+            ..ChunkerConfig::default()
+        };
+        let mut chunker = Chunker::new(checked.descriptor, FileSource(File::open(&path)?), config);
+        self.engine.set_rate(car.rate);
+        let outbox = (self.spool.urgent.clone(), self.spool.outbox.clone());
+        let mut preempt =
+            || crate::outbox::has_waiting(&outbox.0) || crate::outbox::has_waiting(&outbox.1);
+        let outcome = self.engine.send(
+            &mut chunker,
+            pass + 1,
+            &self.stop,
+            &mut preempt,
+            &mut |_| {},
+        );
+        self.engine.set_rate(self.settings.rate);
+        match outcome? {
+            SendOutcome::Done => self.carousel.push_back((path, pass.saturating_add(1))),
+            // Interrupted: the same pass again next time.
+            SendOutcome::Preempted | SendOutcome::Stopped { .. } => {
+                self.carousel.push_front((path, pass))
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// Loads the sender's trust store.

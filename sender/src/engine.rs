@@ -118,6 +118,21 @@ impl Engine {
         self.alive.clone()
     }
 
+    /// Changes the pacing rate (the carousel runs at a share of the link
+    /// rate).
+    pub fn set_rate(&mut self, rate: Rate) {
+        if rate == self.config.rate {
+            return;
+        }
+        self.config.rate = rate;
+        self.batch_frames = Pacer::batch_frames(rate, self.config.max_datagram, MAX_SEGMENTS);
+        self.pacer = Pacer::new(
+            rate,
+            self.batch_frames * self.config.max_datagram,
+            Instant::now(),
+        );
+    }
+
     /// What went out so far.
     pub fn stats(&self) -> EngineStats {
         self.stats

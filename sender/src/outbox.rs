@@ -177,6 +177,31 @@ impl Spool {
         Ok(dest)
     }
 
+    /// The `n` bundles most recently moved to `sent/`, newest first.
+    pub fn recent_sent(&self, n: usize) -> Vec<PathBuf> {
+        let mut found: Vec<((i64, i64), PathBuf)> = fs::read_dir(&self.sent)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_str().is_some_and(|n| !ignored_name(n)))
+                    .filter_map(|e| {
+                        let m = fs::symlink_metadata(e.path()).ok()?;
+                        m.file_type()
+                            .is_file()
+                            .then(|| ((m.ctime(), m.ctime_nsec()), e.path()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort_by(|a, b| b.cmp(a));
+        found.into_iter().take(n).map(|(_, p)| p).collect()
+    }
+
+    /// Whether either outbox directory holds a file that may become ready.
+    pub fn anything_waiting(&self) -> bool {
+        has_waiting(&self.urgent) || has_waiting(&self.outbox)
+    }
+
     /// Appends one line to the journal and syncs it.
     pub fn journal(&self, record: &JournalRecord) -> anyhow::Result<()> {
         let path = self.root.join("journal.jsonl");
@@ -241,6 +266,20 @@ pub struct JournalRecord {
     pub end: String,
     /// Datagram bytes that went out for it.
     pub sent_bytes: u64,
+}
+
+/// Whether `dir` holds a regular file whose name the outbox does not ignore.
+pub fn has_waiting(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .map(|mut entries| {
+            entries.any(|e| {
+                e.ok().is_some_and(|e| {
+                    e.file_name().to_str().is_some_and(|n| !ignored_name(n))
+                        && e.file_type().is_ok_and(|t| t.is_file())
+                })
+            })
+        })
+        .unwrap_or(false)
 }
 
 /// `path`, or `path.1`, `path.2`, ... whichever does not exist yet.

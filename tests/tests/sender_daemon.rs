@@ -378,7 +378,7 @@ fn an_urgent_bundle_overtakes_a_large_one_in_progress() {
 }
 
 #[test]
-fn ready_status_and_heartbeats_reach_systemd_and_the_link_while_idle() {
+fn ready_status_watchdog_and_heartbeats_while_idle() {
     use std::os::unix::net::UnixDatagram;
     let mut s = Setup::new("100Mbit", 1);
     let sock_path = s.dir.path().join("notify.sock");
@@ -391,16 +391,37 @@ fn ready_status_and_heartbeats_reach_systemd_and_the_link_while_idle() {
         .args(["run", "--config"])
         .arg(&s.config)
         .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut messages = String::new();
     let mut buf = [0u8; 4096];
-    while !(messages.contains("READY=1") && messages.contains("STATUS=")) {
+    while !(messages.contains("READY=1")
+        && messages.contains("STATUS=")
+        && messages.contains("WATCHDOG=1"))
+    {
         let n = notify.recv(&mut buf).expect("a notification");
         messages.push_str(&String::from_utf8_lossy(&buf[..n]));
         messages.push('\n');
     }
+    // Keep reading, as systemd does: a unix datagram socket that nobody
+    // reads makes the sender's notifications block.
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            if let Ok(n) = notify.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1")
+            {
+                return true;
+            }
+        }
+        false
+    });
     let (_, stats) = rx.join().unwrap();
     // About 2 s idle at a 100 ms interval.
     assert!(
@@ -409,6 +430,7 @@ fn ready_status_and_heartbeats_reach_systemd_and_the_link_while_idle() {
         stats.heartbeats
     );
     assert!(terminate(&mut child).success());
+    assert!(drain.join().unwrap(), "STOPPING=1 on SIGTERM");
 }
 
 #[test]
@@ -439,4 +461,35 @@ fn check_config_prints_the_effective_values_and_names_a_bad_key() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("transfer.pass_pause"));
+}
+
+#[test]
+fn the_carousel_serves_a_receiver_that_came_up_late() {
+    let mut s = Setup::new("200Mbit", 1);
+    let mut text = std::fs::read_to_string(&s.config).unwrap();
+    text.push_str("\n[carousel]\nenabled = true\nbundles = 2\nshare = 0.5\n");
+    std::fs::write(&s.config, text).unwrap();
+    let tmp = s.dir.path().join("early.weir");
+    let bytes = s.bundle("early", 4, &tmp);
+    let outbox = s.spool("outbox");
+    let mut child = s.daemon();
+    wait_until("the spool", 10, || outbox.exists());
+    std::fs::rename(&tmp, outbox.join("early.weir")).unwrap();
+    // Its one pass goes out while nobody listens.
+    wait_until("sent/early.weir", 30, || {
+        s.spool("sent").join("early.weir").exists()
+    });
+    // Anything the kernel queued meanwhile is stale: throw it away.
+    let socket = s.rx.as_ref().unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 65536];
+    while socket.recv(&mut buf).is_ok() {}
+    socket.set_nonblocking(false).unwrap();
+    // The receiver comes up now; only the carousel can bring the bundle.
+    let rx = s.receiver(1, 30);
+    let (got, _) = rx.join().unwrap();
+    let p = published(&got);
+    assert_eq!(p.len(), 1, "{got:?}");
+    assert!(p[0].1 == bytes);
+    assert!(terminate(&mut child).success());
 }

@@ -211,7 +211,9 @@ impl Engine {
         self.flush()?;
         self.current = chunker.descriptor().transfer.0;
         let halt = AtomicBool::new(false);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(QUEUE_BATCHES);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Batch>>(QUEUE_PARCELS);
+        let (recycle_tx, recycle_rx) =
+            std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_PARCELS * PARCEL_BATCHES);
         let producer = Producer {
             link: &mut self.link,
             batch_frames: self.batch_frames,
@@ -228,11 +230,16 @@ impl Engine {
         let stats = &mut self.stats;
         let alive = &self.alive;
         let outcome = std::thread::scope(|scope| -> anyhow::Result<SendOutcome> {
-            let worker = scope.spawn(|| producer.run(chunker, preempt, &halt, tx));
+            let queue = Parcels {
+                tx,
+                recycle: recycle_rx,
+                parcel: Vec::with_capacity(PARCEL_BATCHES),
+            };
+            let worker = scope.spawn(|| producer.run(chunker, preempt, &halt, queue));
             let mut sent_bytes = 0u64;
             let mut last_progress = Instant::now();
             let mut result = SendOutcome::Done;
-            for batch in rx.iter() {
+            'parcels: for batch in rx.iter().flatten() {
                 alive.fetch_add(1, Ordering::Relaxed);
                 if !batch.buf.is_empty() {
                     pace_and_send(pacer, udp, &batch.buf, batch.segment)?;
@@ -253,14 +260,18 @@ impl Engine {
                 }
                 if let Some(end) = batch.end {
                     result = end;
-                    break;
+                    break 'parcels;
                 }
                 if stop.load(Ordering::Relaxed) {
                     // The batch in flight went out; stop making more.
                     halt.store(true, Ordering::Relaxed);
                     result = SendOutcome::Stopped { pass: batch.pass };
-                    break;
+                    break 'parcels;
                 }
+                // Hand the buffer back for the producer to fill again.
+                let mut buf = batch.buf;
+                buf.clear();
+                let _ = recycle_tx.try_send(buf);
             }
             // Let the producer see the halt (or its closed queue) and end.
             halt.store(true, Ordering::Relaxed);
@@ -280,9 +291,43 @@ impl Engine {
     }
 }
 
-/// Batches queued between the frame producer and the sender: a few
-/// milliseconds of traffic at high rates.
-const QUEUE_BATCHES: usize = 32;
+/// Parcels queued between the frame producer and the sender.
+const QUEUE_PARCELS: usize = 8;
+/// Batches handed over at once: fewer thread wake-ups at high rates.
+const PARCEL_BATCHES: usize = 4;
+
+/// The producer's end of the queue: batches are handed over in parcels,
+/// and sent buffers come back to be filled again (no allocation per batch).
+struct Parcels {
+    tx: std::sync::mpsc::SyncSender<Vec<Batch>>,
+    recycle: std::sync::mpsc::Receiver<Vec<u8>>,
+    parcel: Vec<Batch>,
+}
+
+impl Parcels {
+    /// Queues a batch; hands the parcel over when full, or at once when
+    /// `now` (control frames, heartbeats, the end). False if the sender is
+    /// gone.
+    fn post(&mut self, b: Batch, now: bool) -> bool {
+        self.parcel.push(b);
+        if now || self.parcel.len() >= PARCEL_BATCHES {
+            let parcel = std::mem::replace(&mut self.parcel, Vec::with_capacity(PARCEL_BATCHES));
+            return self.tx.send(parcel).is_ok();
+        }
+        true
+    }
+
+    /// An empty batch whose buffer holds `cap` bytes.
+    fn fresh(&self, cap: usize) -> Batch {
+        Batch {
+            buf: self
+                .recycle
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(cap)),
+            ..Batch::default()
+        }
+    }
+}
 
 /// Datagrams of one size, ready to send, with where the transfer was.
 #[derive(Debug, Default)]
@@ -334,15 +379,10 @@ impl Producer<'_> {
         chunker: &mut Chunker<S>,
         preempt: &mut (dyn FnMut() -> bool + Send),
         halt: &AtomicBool,
-        tx: std::sync::mpsc::SyncSender<Batch>,
+        mut queue: Parcels,
     ) -> anyhow::Result<Made> {
         let cap = self.batch_frames * self.max_datagram;
-        let fresh = || Batch {
-            buf: Vec::with_capacity(cap),
-            ..Batch::default()
-        };
-        let mut batch = fresh();
-        let send = |b: Batch| tx.send(b).is_ok();
+        let mut batch = queue.fresh(cap);
         loop {
             if halt.load(Ordering::Relaxed) {
                 return Ok(Made {
@@ -353,7 +393,7 @@ impl Producer<'_> {
                 let mut hb = Batch::default();
                 self.heartbeat(&mut hb)?;
                 hb.pass = chunker.pass();
-                if !send(hb) {
+                if !queue.post(hb, true) {
                     return Ok(Made {
                         pass: chunker.pass(),
                     });
@@ -365,7 +405,7 @@ impl Producer<'_> {
                     pass: chunker.pass(),
                     ..Batch::default()
                 };
-                send(end);
+                queue.post(end, true);
                 return Ok(Made {
                     pass: chunker.pass(),
                 });
@@ -373,7 +413,7 @@ impl Producer<'_> {
             let before = batch.buf.len();
             let Some(t) = chunker.poll_transmit(self.link, &mut batch.buf)? else {
                 batch.end = Some(SendOutcome::Done);
-                send(batch);
+                queue.post(batch, true);
                 return Ok(Made {
                     pass: chunker.pass(),
                 });
@@ -382,11 +422,11 @@ impl Producer<'_> {
             // A batch holds datagrams of one size (GSO) and at most one
             // control frame: a frame that does not fit starts the next one.
             if batch.frames > 0 && (batch.segment != t.len || !is_shard || before + t.len > cap) {
-                let mut next = fresh();
+                let mut next = queue.fresh(cap);
                 next.buf
                     .extend_from_slice(batch.buf.get(before..).unwrap_or_default());
                 batch.buf.truncate(before);
-                if !send(std::mem::replace(&mut batch, next)) {
+                if !queue.post(std::mem::replace(&mut batch, next), false) {
                     return Ok(Made {
                         pass: chunker.pass(),
                     });
@@ -400,7 +440,8 @@ impl Producer<'_> {
             batch.blocks = blocks;
             if !is_shard || batch.frames >= self.batch_frames {
                 batch.end_of_pass = t.kind == FrameKind::EndOfPass;
-                if !send(std::mem::replace(&mut batch, fresh())) {
+                let next = queue.fresh(cap);
+                if !queue.post(std::mem::replace(&mut batch, next), !is_shard) {
                     return Ok(Made {
                         pass: chunker.pass(),
                     });
@@ -414,7 +455,7 @@ impl Producer<'_> {
                         let mut hb = Batch::default();
                         self.heartbeat(&mut hb)?;
                         hb.pass = t.pass + 1;
-                        if !send(hb) {
+                        if !queue.post(hb, true) {
                             return Ok(Made {
                                 pass: chunker.pass(),
                             });

@@ -37,6 +37,9 @@ impl UdpLink {
         socket.bind(&bind.into())?;
         let socket: UdpSocket = socket.into();
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        // quinn-udp makes the socket non-blocking; the send loop wants a
+        // full send buffer to block it rather than spin.
+        socket.set_nonblocking(false)?;
         // Best effort: the kernel caps it at net.core.wmem_max.
         let _ = state.set_send_buffer_size(UdpSockRef::from(&socket), send_buffer);
         let granted = state

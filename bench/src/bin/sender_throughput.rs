@@ -46,6 +46,8 @@ fn run_drain() -> anyhow::Result<()> {
     let state = quinn_udp::UdpSocketState::new((&s).into())?;
     let _ = state.set_recv_buffer_size((&s).into(), 64 << 20);
     println!("{}", s.local_addr()?);
+    // quinn-udp made it non-blocking: block, with a timeout, to drain.
+    s.set_nonblocking(false)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut storage = vec![0u8; 64 * 65536];
     let mut bufs: Vec<std::io::IoSliceMut<'_>> = storage
@@ -157,6 +159,10 @@ fn main() -> anyhow::Result<()> {
         let mut cpu = Vec::new();
         for _ in 0..5 {
             let w = weir(mtu, &bytes)?;
+            if std::env::var_os("WEIR_BENCH_WEIR_ONLY").is_some() {
+                w.print("weir sender (FEC 256+64)");
+                continue;
+            }
             let p = plain(mtu.max_datagram(false), w.datagrams)?;
             w.print("weir sender (FEC 256+64)");
             p.print("plain, 1 datagram/syscall");

@@ -10,7 +10,7 @@
 //! ```
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +25,7 @@ use weir_protocol::{
     TransferDescriptor, TransferId,
 };
 
+use crate::bundle::hashing::HashingReader;
 use crate::config::{AfterSend, Settings};
 use crate::engine::{Engine, EngineConfig, Progress, SendOutcome};
 use crate::outbox::{Candidate, InFlight, JournalRecord, Lane, Spool};
@@ -37,20 +38,6 @@ pub struct FileSource(pub File);
 impl BlockSource for FileSource {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         std::os::unix::fs::FileExt::read_exact_at(&self.0, buf, offset)
-    }
-}
-
-/// Hashes whatever is read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: blake3::Hasher,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(buf.get(..n).unwrap_or_default());
-        Ok(n)
     }
 }
 
@@ -73,17 +60,14 @@ pub fn check(
 ) -> anyhow::Result<Result<Checked, Rejection>> {
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let size = f.metadata()?.len();
-    let mut reader = HashingReader {
-        inner: BufReader::with_capacity(1 << 20, f),
-        hasher: blake3::Hasher::new(),
-    };
+    let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, f));
     let info = match verify(&mut reader, trust, SystemTime::now()) {
         Ok(v) => v,
         Err(r) => return Ok(Err(r)),
     };
     // Verification stops reading at the end of the archive's padding.
     std::io::copy(&mut reader, &mut std::io::sink())?;
-    let hash = reader.hasher.finalize();
+    let hash = reader.finalize();
     let name = path
         .file_name()
         .and_then(|n| n.to_str())

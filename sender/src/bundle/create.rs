@@ -19,6 +19,7 @@ use weir_protocol::bundle::{
     Artifact, BundleWriter, FORMAT, Manifest, Mode, Sbom, SbomFormat, path::check_str,
 };
 
+use super::hashing::HashingReader;
 use super::output::AtomicOutput;
 use crate::keys::{SigningKey, sign_manifest};
 
@@ -197,30 +198,14 @@ fn copy_checked(
     want: &str,
 ) -> anyhow::Result<()> {
     let f = File::open(&input.source).with_context(|| format!("{}", input.source.display()))?;
-    let mut hashing = HashingReader {
-        inner: BufReader::with_capacity(1 << 20, f),
-        hasher: blake3::Hasher::new(),
-    };
+    let mut hashing = HashingReader::new(BufReader::with_capacity(1 << 20, f));
     w.file(&input.archive_path, mode, size, &mut hashing)
         .with_context(|| format!("{}", input.source.display()))?;
-    if hashing.hasher.finalize().to_hex().as_str() != want {
+    if hashing.finalize().to_hex().as_str() != want {
         bail!(
             "{} changed while the bundle was being written",
             input.source.display()
         );
     }
     Ok(())
-}
-
-struct HashingReader<R> {
-    inner: R,
-    hasher: blake3::Hasher,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(buf.get(..n).unwrap_or_default());
-        Ok(n)
-    }
 }

@@ -112,6 +112,21 @@ trust = "{trust}"
         })
     }
 
+    /// `weir-sender send` of one bundle; it must exit 0.
+    fn send_one_shot(&self, bundle: &Path) {
+        let out = Command::new(weir_tests::bin::path("weir-sender"))
+            .args(["send", "--config"])
+            .arg(&self.config)
+            .arg(bundle)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn daemon(&self) -> Child {
         Command::new(weir_tests::bin::path("weir-sender"))
             .args(["run", "--config"])
@@ -160,17 +175,7 @@ fn one_shot_send_delivers_a_bundle_bit_identical() {
     let path = s.dir.path().join("app.weir");
     let bytes = s.bundle("app", 8, &path);
     let rx = s.receiver(1, 60);
-    let out = Command::new(weir_tests::bin::path("weir-sender"))
-        .args(["send", "--config"])
-        .arg(&s.config)
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.send_one_shot(&path);
     let (got, stats) = rx.join().unwrap();
     let p = published(&got);
     assert_eq!(p.len(), 1, "{got:?}");
@@ -278,17 +283,7 @@ fn a_second_pass_fills_what_the_first_lost_over_a_lossy_link() {
         let path = s.dir.path().join("lossy.weir");
         let bytes = s.bundle("lossy", 6, &path);
         let rx = s.receiver(1, 8);
-        let out = Command::new(weir_tests::bin::path("weir-sender"))
-            .args(["send", "--config"])
-            .arg(&s.config)
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        s.send_one_shot(&path);
         let (got, stats) = rx.join().unwrap();
         p.join().unwrap();
         let published = published(&got);

@@ -297,7 +297,10 @@ impl Daemon {
             let urgent_dir = self.spool.urgent.clone();
             let may_preempt = c.lane == Lane::Normal;
             let name = d.name.to_string();
-            let mut preempt = || may_preempt && crate::outbox::has_waiting(&urgent_dir);
+            let settle = self.settings.settle;
+            // Yield only for an urgent bundle the next scan can take, not
+            // for one still being copied in.
+            let mut preempt = || may_preempt && crate::outbox::has_settled(&urgent_dir, settle);
             let began = Instant::now();
             let mut progress = |p: &Progress| {
                 let secs = began.elapsed().as_secs_f64().max(1e-3);

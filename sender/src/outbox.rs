@@ -270,12 +270,25 @@ pub struct JournalRecord {
 
 /// Whether `dir` holds a regular file whose name the outbox does not ignore.
 pub fn has_waiting(dir: &Path) -> bool {
+    has_settled(dir, Duration::ZERO)
+}
+
+/// Whether `dir` holds such a file unmodified for at least `settle`: one a
+/// scan will soon take.
+pub fn has_settled(dir: &Path, settle: Duration) -> bool {
+    let now = SystemTime::now();
     fs::read_dir(dir)
         .map(|mut entries| {
             entries.any(|e| {
                 e.ok().is_some_and(|e| {
                     e.file_name().to_str().is_some_and(|n| !ignored_name(n))
-                        && e.file_type().is_ok_and(|t| t.is_file())
+                        && e.metadata().is_ok_and(|m| {
+                            m.is_file()
+                                && m.modified()
+                                    .ok()
+                                    .and_then(|t| now.duration_since(t).ok())
+                                    .is_some_and(|age| age >= settle)
+                        })
                 })
             })
         })
@@ -347,6 +360,18 @@ mod tests {
         fs::write(spool.outbox.join("a.weir"), b"a").unwrap();
         spool.scan().unwrap();
         assert!(spool.scan().unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_a_settled_urgent_bundle_counts_as_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), Duration::ZERO).unwrap();
+        assert!(!has_waiting(&spool.urgent));
+        fs::write(spool.urgent.join(".copying"), b"x").unwrap();
+        assert!(!has_waiting(&spool.urgent), "temporary names never count");
+        fs::write(spool.urgent.join("hotfix.weir"), b"x").unwrap();
+        assert!(has_waiting(&spool.urgent));
+        assert!(!has_settled(&spool.urgent, Duration::from_secs(3600)));
     }
 
     #[test]

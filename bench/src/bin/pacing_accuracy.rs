@@ -42,26 +42,15 @@ fn main() -> anyhow::Result<()> {
         // on), so that the receiving thread's own scheduling does not blur
         // the windows.
         let receiver = std::thread::spawn(move || -> anyhow::Result<Vec<(Duration, usize)>> {
-            let state = quinn_udp::UdpSocketState::new((&rx).into())?;
-            let _ = state.set_recv_buffer_size((&rx).into(), 64 << 20);
-            // quinn-udp made it non-blocking: block, with a timeout.
-            rx.set_nonblocking(false)?;
-            rx.set_read_timeout(Some(Duration::from_millis(500)))?;
-            let mut storage = vec![0u8; 32 * 65536];
-            let mut bufs: Vec<std::io::IoSliceMut<'_>> = storage
-                .chunks_mut(65536)
-                .map(std::io::IoSliceMut::new)
-                .collect();
-            let mut meta = vec![quinn_udp::RecvMeta::default(); bufs.len()];
             let mut arrivals = Vec::new();
-            while let Ok(n) = state.recv((&rx).into(), &mut bufs, &mut meta) {
+            weir_bench::gro_receive(&rx, Duration::from_millis(500), |batch| {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
-                for m in meta.iter().take(n) {
+                for m in batch {
                     arrivals.push((m.timestamp.unwrap_or(now), m.len));
                 }
-            }
+            })?;
             Ok(arrivals)
         });
         let (udp, _) = UdpLink::open("127.0.0.1:0".parse()?, dest, 16 << 20)?;

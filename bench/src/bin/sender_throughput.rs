@@ -43,19 +43,10 @@ fn drain() -> anyhow::Result<(Child, std::net::SocketAddr)> {
 /// would: a GSO batch then crosses loopback without being cut up.
 fn run_drain() -> anyhow::Result<()> {
     let s = UdpSocket::bind("127.0.0.1:0")?;
-    let state = quinn_udp::UdpSocketState::new((&s).into())?;
-    let _ = state.set_recv_buffer_size((&s).into(), 64 << 20);
+    // Enable GRO before telling the parent where to send.
+    let _ = quinn_udp::UdpSocketState::new((&s).into())?;
     println!("{}", s.local_addr()?);
-    // quinn-udp made it non-blocking: block, with a timeout, to drain.
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut storage = vec![0u8; 64 * 65536];
-    let mut bufs: Vec<std::io::IoSliceMut<'_>> = storage
-        .chunks_mut(65536)
-        .map(std::io::IoSliceMut::new)
-        .collect();
-    let mut meta = vec![quinn_udp::RecvMeta::default(); bufs.len()];
-    while state.recv((&s).into(), &mut bufs, &mut meta).is_ok() {}
+    weir_bench::gro_receive(&s, Duration::from_secs(5), |_| {})?;
     Ok(())
 }
 

@@ -270,6 +270,94 @@ pub struct TransferState {
     pub spilled: Vec<(u32, Vec<u64>)>,
 }
 
+impl TransferState {
+    /// Nothing received yet.
+    pub fn new(descriptor: TransferDescriptor) -> Self {
+        let words = (descriptor.block_count as usize).div_ceil(64);
+        Self {
+            descriptor,
+            done: vec![0; words],
+            spilled: Vec::new(),
+        }
+    }
+
+    /// Records a block written in full (its spilled shards, if any, are
+    /// now part of it).
+    pub fn set_done(&mut self, block: u32) {
+        if block >= self.descriptor.block_count {
+            return;
+        }
+        if let Some(w) = self.done.get_mut(block as usize / 64) {
+            *w |= 1u64 << (block % 64);
+        }
+        if let Ok(i) = self.spilled.binary_search_by_key(&block, |(b, _)| *b) {
+            self.spilled.remove(i);
+        }
+    }
+
+    /// Whether a block is recorded as written in full.
+    pub fn is_done(&self, block: u32) -> bool {
+        self.done
+            .get(block as usize / 64)
+            .is_some_and(|w| w & (1u64 << (block % 64)) != 0)
+    }
+
+    /// Records the data shards of a spilled block as written.
+    pub fn add_spilled(&mut self, spill: &SpilledBlock) {
+        if spill.block >= self.descriptor.block_count || self.is_done(spill.block) {
+            return;
+        }
+        let k = usize::from(self.descriptor.fec.data_shards());
+        let i = match self.spilled.binary_search_by_key(&spill.block, |(b, _)| *b) {
+            Ok(i) => i,
+            Err(i) => {
+                self.spilled.insert(i, (spill.block, vec![0; k.div_ceil(64)]));
+                i
+            }
+        };
+        if let Some((_, words)) = self.spilled.get_mut(i) {
+            for shard in spill.shards.iter().flat_map(|r| r.clone()) {
+                let shard = usize::from(shard);
+                if shard < k
+                    && let Some(w) = words.get_mut(shard / 64)
+                {
+                    *w |= 1u64 << (shard % 64);
+                }
+            }
+        }
+    }
+
+    /// Blocks recorded as written in full.
+    pub fn blocks_done(&self) -> u32 {
+        self.done.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// Whether every block is written.
+    pub fn is_complete(&self) -> bool {
+        self.blocks_done() == self.descriptor.block_count
+    }
+
+    /// Runs of blocks not yet written.
+    pub fn missing(&self) -> Vec<Range<u32>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        for b in 0..self.descriptor.block_count {
+            match (self.is_done(b), start) {
+                (false, None) => start = Some(b),
+                (true, Some(s)) => {
+                    out.push(s..b);
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            out.push(s..self.descriptor.block_count);
+        }
+        out
+    }
+}
+
 /// Why [`Reassembler::import_state`] refused a saved state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
@@ -549,9 +637,12 @@ impl Reassembler {
         }
     }
 
-    /// Resumes a transfer from a saved state (after a restart). Blocks
-    /// marked done are not rebuilt again; the whole-file digest will have to
-    /// be read back unless no block was done.
+    /// Resumes a transfer from a saved state (after a restart, or when the
+    /// driver could not store blocks of a transfer the core thought
+    /// complete). Blocks marked done are not rebuilt again; the whole-file
+    /// digest will have to be read back unless no block was done. A state
+    /// with every block done completes at once
+    /// ([`Event::TransferComplete`] with [`DigestCheck::NeedsReadBack`]).
     pub fn import_state(&mut self, now: Instant, state: TransferState) -> Result<(), StateError> {
         let id = state.descriptor.transfer;
         if self.transfers.contains_key(&id) || self.transfers.len() >= self.config.max_transfers {
@@ -582,6 +673,11 @@ impl Reassembler {
                 last_seen: now,
             },
         );
+        // Wanted again, even if it was finished before.
+        if self.finished.remove(&id) {
+            self.finished_order.retain(|f| *f != id);
+        }
+        self.check_complete(id);
         Ok(())
     }
 
@@ -1465,5 +1561,66 @@ mod tests {
             Reassembler::new(ReassemblerConfig::default()).import_state(now, bad),
             Err(StateError::Inconsistent)
         );
+    }
+
+    #[test]
+    fn a_state_built_from_events_matches_the_core_s_own() {
+        let bytes = data(9000);
+        let desc = descriptor(11, &bytes, fec());
+        let grams = datagrams(&desc, &bytes, 1, 1);
+        let now = Instant::now();
+        let mut r = Reassembler::new(ReassemblerConfig::default());
+        let mut mine = TransferState::new(desc.clone());
+        // Every third frame lost: blocks complete, some wait for more.
+        for g in grams.iter().take(200).step_by(3) {
+            r.handle_datagram(now, g);
+        }
+        r.spill_all();
+        while let Some(e) = r.poll_event() {
+            match e {
+                Event::BlockReady { block, .. } => mine.set_done(block),
+                Event::SpillBlock(s) => mine.add_spilled(&s),
+                _ => {}
+            }
+        }
+        assert_eq!(r.export_state(TransferId(11)).unwrap(), mine);
+        assert!(!mine.is_complete());
+        let missing: u32 = mine.missing().iter().map(|m| m.end - m.start).sum();
+        assert_eq!(missing + mine.blocks_done(), desc.block_count);
+    }
+
+    #[test]
+    fn a_complete_state_completes_on_import_even_if_finished_before() {
+        let bytes = data(3000);
+        let desc = descriptor(12, &bytes, fec());
+        let now = Instant::now();
+        let mut r = Reassembler::new(ReassemblerConfig::default());
+        let mut file = vec![0; bytes.len()];
+        run(&mut r, now, &datagrams(&desc, &bytes, 1, 1), &mut file);
+        // The driver could not store one block: it re-opens the transfer
+        // with what it has, and a later pass fills the gap.
+        let mut state = TransferState::new(desc.clone());
+        for b in 1..desc.block_count {
+            state.set_done(b);
+        }
+        assert_eq!(state.missing(), vec![0..1]);
+        r.import_state(now, state.clone()).unwrap();
+        let events = run(&mut r, now, &datagrams(&desc, &bytes, 2, 2), &mut file);
+        assert!(events.contains(&Event::TransferComplete {
+            descriptor: desc.clone(),
+            digest: DigestCheck::NeedsReadBack
+        }));
+        // Every block on disk: complete at once.
+        state.set_done(0);
+        let mut fresh = Reassembler::new(ReassemblerConfig::default());
+        fresh.import_state(now, state).unwrap();
+        assert_eq!(
+            fresh.poll_event(),
+            Some(Event::TransferComplete {
+                descriptor: desc,
+                digest: DigestCheck::NeedsReadBack
+            })
+        );
+        assert_eq!(fresh.transfers_in_flight(), 0);
     }
 }

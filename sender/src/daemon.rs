@@ -25,7 +25,7 @@ use weir_protocol::{
     TransferDescriptor, TransferId,
 };
 
-use crate::bundle::hashing::HashingReader;
+use weir_protocol::bundle::HashingReader;
 use crate::config::{AfterSend, Settings};
 use crate::engine::{Engine, EngineConfig, Progress, SendOutcome};
 use crate::outbox::{Candidate, InFlight, JournalRecord, Lane, Spool};

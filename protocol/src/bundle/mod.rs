@@ -14,6 +14,7 @@
 //! An auditor can check any signature with the stock tool:
 //! `minisign -Vm manifest.json -x signatures/<KEY-ID>.minisig -p key.pub`.
 //!
+//! - [`hashing`]: hashing a bundle while it is read for verification.
 //! - [`manifest`]: the manifest and its rules.
 //! - [`path`]: what an entry may be called.
 //! - [`trust`]: the trust store of public keys.
@@ -21,6 +22,7 @@
 //! - [`verify`](mod@verify): streaming verification of a whole bundle.
 //! - [`write`](mod@write): writing the archive.
 
+pub mod hashing;
 pub mod manifest;
 pub mod path;
 pub mod signature;
@@ -28,6 +30,7 @@ pub mod trust;
 pub mod verify;
 pub mod write;
 
+pub use hashing::HashingReader;
 pub use manifest::{Artifact, FORMAT, Manifest, ManifestError, Mode, Sbom, SbomFormat};
 pub use signature::{SignatureProblem, Signer};
 pub use trust::{KeyId, KeyStatus, TrustError, TrustStore, TrustedKey};

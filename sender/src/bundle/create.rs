@@ -19,7 +19,7 @@ use weir_protocol::bundle::{
     Artifact, BundleWriter, FORMAT, Manifest, Mode, Sbom, SbomFormat, path::check_str,
 };
 
-use super::hashing::HashingReader;
+use weir_protocol::bundle::HashingReader;
 use super::output::AtomicOutput;
 use crate::keys::{SigningKey, sign_manifest};
 

@@ -1,6 +1,5 @@
 //! Bundle tools of the sender: create, sign, and the atomic output they share.
 
 pub mod create;
-pub mod hashing;
 pub mod output;
 pub mod sign;

@@ -43,6 +43,14 @@ impl std::fmt::Display for TransferId {
     }
 }
 
+impl std::str::FromStr for TransferId {
+    type Err = std::num::ParseIntError;
+    /// Parses the 16 hex digits [`Display`](std::fmt::Display) writes.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u64::from_str_radix(s, 16).map(Self)
+    }
+}
+
 /// A file name that is safe to use as one path component on any system:
 /// 1..=128 bytes of `[A-Za-z0-9._+-]`, not starting with `.` or `-`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -21,6 +21,7 @@
 //! - [`loss`]: loss, reordering and duplication from sequence numbers.
 //! - [`rate`]: link rates as operators write them.
 //! - [`reassembler`]: the receiver's state machine.
+//! - [`size`]: byte sizes as operators write them.
 //! - [`bundle`]: signed bundles: format, trust store, streaming verification.
 
 #![forbid(unsafe_code)]
@@ -36,6 +37,7 @@ pub mod link;
 pub mod loss;
 pub mod rate;
 pub mod reassembler;
+pub mod size;
 pub mod wire;
 
 pub use chunker::{BlockSource, Chunker, ChunkerConfig, ChunkerError, Transmit};
@@ -49,4 +51,5 @@ pub use reassembler::{
     DigestCheck, DropCounts, Event, Reassembler, ReassemblerConfig, SpilledBlock, Stats,
     TransferState,
 };
+pub use size::ByteSize;
 pub use wire::{FrameKind, Integrity, LinkKey, Mtu};

@@ -311,7 +311,8 @@ impl TransferState {
         let i = match self.spilled.binary_search_by_key(&spill.block, |(b, _)| *b) {
             Ok(i) => i,
             Err(i) => {
-                self.spilled.insert(i, (spill.block, vec![0; k.div_ceil(64)]));
+                self.spilled
+                    .insert(i, (spill.block, vec![0; k.div_ceil(64)]));
                 i
             }
         };

@@ -194,6 +194,20 @@ impl LinkKey {
         }
     }
 
+    /// Parses a link key file's text: 64 hex digits, whitespace ignored.
+    pub fn secret_from_hex(text: &str) -> Option<[u8; 32]> {
+        let hex: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut secret = [0u8; 32];
+        for (byte, pair) in secret.iter_mut().zip(hex.chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(secret)
+    }
+
     fn tag(&self, header: &[u8; HEADER_LEN], payload: &[u8]) -> [u8; MAC_TAG_LEN] {
         let mut h = blake3::Hasher::new_keyed(&self.mac_key);
         h.update(header);
@@ -589,5 +603,16 @@ mod tests {
             out[bit / 8] ^= 1 << (bit % 8);
             prop_assert!(decode_frame(&out, &Integrity::Crc32c).is_err());
         }
+    }
+
+    #[test]
+    fn link_key_text_is_64_hex_digits() {
+        let text = "00112233445566778899aabbccddeeff\n00112233445566778899AABBCCDDEEFF\n";
+        let k = LinkKey::secret_from_hex(text).unwrap();
+        assert_eq!(k[1], 0x11);
+        assert_eq!(k[31], 0xff);
+        assert!(LinkKey::secret_from_hex("abcd").is_none());
+        assert!(LinkKey::secret_from_hex(&"zz".repeat(32)).is_none());
+        assert!(LinkKey::secret_from_hex(&"é".repeat(32)).is_none());
     }
 }

@@ -9,7 +9,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use weir_protocol::bundle::{TrustedKey, trust::public_key_from_file_text, verify};
 
-use crate::trust_file;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::config::{LogFormat, Settings};
+use crate::{daemon, status, trust_file};
 
 /// weir-receiver: receive, verify and publish bundles from a one-way link.
 #[derive(Debug, Parser)]
@@ -38,6 +42,26 @@ pub enum Command {
     /// Manage the trust store.
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// Run the receiving daemon: listen on the link, rebuild, verify and
+    /// publish bundles into the spool's staging/ directory.
+    Run {
+        /// Configuration file (TOML; WEIR_RECEIVER_* variables override it).
+        #[arg(long)]
+        config: PathBuf,
+        /// Check the configuration, print the effective values and exit.
+        #[arg(long)]
+        check_config: bool,
+    },
+    /// Show the running daemon's link state, transfers in flight and
+    /// recent outcomes.
+    Status {
+        /// The daemon's configuration file (for the spool location).
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `weir-receiver trust ...`
@@ -91,9 +115,52 @@ pub enum Outcome {
     Rejected,
 }
 
+/// Sets up logging to stderr (journald adds timestamps to human lines).
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match settings.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.without_time().try_init(),
+    };
+}
+
 /// Runs one command; errors are printed by `main`.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
+        Command::Run {
+            config,
+            check_config,
+        } => {
+            let settings = Settings::load(&config)?;
+            if check_config {
+                println!("# {}: valid", config.display());
+                print!("{}", settings.effective_toml());
+                return Ok(Outcome::Ok);
+            }
+            init_logging(&settings);
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(sig, stop.clone())?;
+            }
+            daemon::run(settings, stop)?;
+            Ok(Outcome::Ok)
+        }
+        Command::Status { config, json } => {
+            let settings = Settings::load(&config)?;
+            let snapshot = status::read(&settings.spool)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&snapshot)?);
+            } else {
+                print!("{}", status::render(&snapshot, status::unix_now()));
+            }
+            Ok(Outcome::Ok)
+        }
         Command::Verify { trust, file, json } => {
             let store = trust_file::load(&trust)?;
             let f = File::open(&file).with_context(|| format!("{}", file.display()))?;

@@ -304,17 +304,8 @@ pub fn read_link_key(path: &Path) -> anyhow::Result<[u8; 32]> {
     }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("link key {}", path.display()))?;
-    let hex: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    let mut key = [0u8; 32];
-    if hex.len() != 64 {
-        anyhow::bail!("link key {} must hold 64 hex digits", path.display());
-    }
-    for (i, byte) in key.iter_mut().enumerate() {
-        let pair = hex.get(2 * i..2 * i + 2).unwrap_or("");
-        *byte = u8::from_str_radix(pair, 16)
-            .map_err(|_| anyhow!("link key {} must hold 64 hex digits", path.display()))?;
-    }
-    Ok(key)
+    weir_protocol::LinkKey::secret_from_hex(&text)
+        .ok_or_else(|| anyhow!("link key {} must hold 64 hex digits", path.display()))
 }
 
 impl Settings {

@@ -25,11 +25,11 @@ use weir_protocol::{
     TransferDescriptor, TransferId,
 };
 
-use weir_protocol::bundle::HashingReader;
 use crate::config::{AfterSend, Settings};
 use crate::engine::{Engine, EngineConfig, Progress, SendOutcome};
 use crate::outbox::{Candidate, InFlight, JournalRecord, Lane, Spool};
 use crate::udp::UdpLink;
+use weir_protocol::bundle::HashingReader;
 
 /// Reads blocks from the bundle file with positioned reads.
 #[derive(Debug)]

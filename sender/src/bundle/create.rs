@@ -19,9 +19,9 @@ use weir_protocol::bundle::{
     Artifact, BundleWriter, FORMAT, Manifest, Mode, Sbom, SbomFormat, path::check_str,
 };
 
-use weir_protocol::bundle::HashingReader;
 use super::output::AtomicOutput;
 use crate::keys::{SigningKey, sign_manifest};
+use weir_protocol::bundle::HashingReader;
 
 /// What to put in a bundle.
 #[derive(Debug, Clone)]

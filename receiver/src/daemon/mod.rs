@@ -1,0 +1,668 @@
+//! `weir-receiver run`: the receive loop and the threads around it.
+//!
+//! ```text
+//!  UDP (recvmmsg + GRO) ─▶ receive loop: Reassembler, link monitor,
+//!                           │  limits, metrics, status, sd-notify
+//!                           │ Job (bounded by bytes)          ▲ Reply
+//!                           ▼                                 │
+//!                         writer: incoming/<id>.part + .state ┤
+//!                           │ complete, on disk               │
+//!                           ▼                                 │
+//!                         publisher: verify ─▶ staging/ | quarantine/
+//! ```
+//!
+//! The receive loop never touches the disk: blocks go to the writer
+//! through a queue bounded in bytes, complete files to the publisher. If
+//! the disk falls behind for longer than the queue absorbs, the loop
+//! waits (counted as stall time) and the kernel drops what its buffer
+//! cannot hold; later passes fill those gaps.
+
+pub mod link;
+pub mod metrics;
+pub mod publish;
+pub mod writer;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sd_notify::NotifyState;
+use tracing::{error, info, warn};
+use weir_protocol::bundle::TrustStore;
+use weir_protocol::{
+    Event, Integrity, LinkKey, Reassembler, ReassemblerConfig, TransferDescriptor, TransferId,
+    TransferState,
+};
+
+use crate::config::Settings;
+use crate::socket::Listener;
+use crate::spool::{REMEMBER_FINISHED, Spool, write_atomic};
+use crate::status::{Snapshot, TransferProgress, unix_now};
+use link::{LinkMonitor, LinkState};
+use metrics::{Metrics, Reading};
+use publish::{Outcome, PublishJob, Publisher, Verdict, now_rfc3339};
+use writer::{Job, Reply, Writer};
+
+/// Counters the worker threads share with the receive loop.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Bytes queued for the writer.
+    pub queue_bytes: AtomicUsize,
+    /// Blocks written.
+    pub blocks_written: AtomicU64,
+    /// Disk errors.
+    pub disk_errors: AtomicU64,
+    /// Transfers discarded for a wrong whole-file hash.
+    pub transfers_corrupt: AtomicU64,
+    /// Transfers expired.
+    pub transfers_expired: AtomicU64,
+}
+
+/// Outcomes kept for `status`.
+const RECENT: usize = 20;
+/// A deferred publication is retried after this long.
+const RETRY_PUBLISH: Duration = Duration::from_secs(30);
+/// How much traffic the socket buffer should absorb.
+const BUFFER_SECONDS: f64 = 0.25;
+
+/// A transfer the loop knows about.
+#[derive(Debug)]
+struct Track {
+    descriptor: TransferDescriptor,
+}
+
+/// The receive loop's state.
+struct Daemon {
+    settings: Settings,
+    spool: Spool,
+    listener: Listener,
+    core: Reassembler,
+    link: LinkMonitor,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    jobs: Option<Sender<Job>>,
+    publish: Option<Sender<PublishJob>>,
+    replies: Receiver<Reply>,
+    tracks: HashMap<TransferId, Track>,
+    /// Transfers to re-open when the core has room.
+    reopen: VecDeque<TransferState>,
+    /// Publications to retry, with when.
+    deferred: Vec<(Instant, PublishJob)>,
+    /// Transfers turned away, with when it was last logged.
+    refused: HashMap<TransferId, Instant>,
+    recent: VecDeque<Outcome>,
+    stall: Duration,
+    kernel_drops: u64,
+    published: u64,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("spool", &self.spool.root)
+            .finish()
+    }
+}
+
+/// Loads the trust store bundles are verified against.
+pub fn load_trust(path: &Path) -> anyhow::Result<TrustStore> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading trust store {}", path.display()))?;
+    TrustStore::from_toml(&text).with_context(|| format!("trust store {}", path.display()))
+}
+
+/// Runs the daemon until `stop` is set (SIGTERM), then saves the state of
+/// every partial transfer and returns.
+pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let spool = Spool::open(&settings.spool)
+        .with_context(|| format!("creating the spool under {}", settings.spool.display()))?;
+    let trust = load_trust(&settings.trust)?;
+    let (listener, granted) = Listener::bind(settings.listen, settings.receive_buffer)
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let needed = (settings.rate.bytes_per_sec() * BUFFER_SECONDS) as usize;
+    let wanted = settings.receive_buffer.max(needed);
+    // Linux reports twice the size it accounts for.
+    if granted / 2 < wanted.min(settings.receive_buffer) || granted / 2 < needed {
+        warn!(
+            requested = settings.receive_buffer,
+            granted = granted / 2,
+            needed_for_rate = needed,
+            "socket receive buffer capped by the kernel; frames will be dropped in bursts. Raise it with: sysctl -w net.core.rmem_max={wanted}"
+        );
+    }
+    info!(
+        listen = %listener.local_addr()?,
+        receive_buffer = granted / 2,
+        gro_segments = listener.gro_segments(),
+        authenticated = settings.link_key.is_some(),
+        spool = %spool.root.display(),
+        "listening"
+    );
+    let integrity = match settings.link_key {
+        Some(k) => Integrity::Mac(LinkKey::from_secret(&k)),
+        None => Integrity::Crc32c,
+    };
+    let core = Reassembler::new(ReassemblerConfig {
+        integrity,
+        max_transfers: settings.transfers,
+        max_memory: settings.memory,
+        transfer_expiry: settings.transfer_expiry,
+        remember_finished: REMEMBER_FINISHED,
+        max_transfer_size: settings.max_bundle,
+        ..ReassemblerConfig::default()
+    });
+
+    let shared = Arc::new(Shared::default());
+    let metrics = Arc::new(Metrics::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    if let Some(addr) = settings.metrics {
+        metrics::serve(addr, Arc::new(Mutex::new(registry)))
+            .with_context(|| format!("metrics.listen {addr}"))?;
+    }
+
+    let (job_tx, job_rx) = mpsc::channel();
+    let (reply_tx, reply_rx) = mpsc::channel();
+    let (pub_tx, pub_rx) = mpsc::channel();
+    let writer = Writer::new(
+        spool.clone(),
+        reply_tx.clone(),
+        pub_tx.clone(),
+        shared.clone(),
+        settings.checkpoint,
+        settings.transfer_expiry,
+    );
+    let writer = std::thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || writer.run(job_rx))?;
+    let publisher = Publisher::new(spool.clone(), trust, reply_tx);
+    let publisher = std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || publisher.run(pub_rx))?;
+
+    let mut d = Daemon {
+        settings,
+        spool,
+        listener,
+        core,
+        link: LinkMonitor::default(),
+        shared,
+        metrics,
+        jobs: Some(job_tx),
+        publish: Some(pub_tx),
+        replies: reply_rx,
+        tracks: HashMap::new(),
+        reopen: VecDeque::new(),
+        deferred: Vec::new(),
+        refused: HashMap::new(),
+        recent: VecDeque::new(),
+        stall: Duration::ZERO,
+        kernel_drops: 0,
+        published: 0,
+    };
+    d.recover()?;
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
+    d.run_loop(&stop);
+
+    // Shutdown: park every incomplete block on disk, save, and let the
+    // threads finish what they hold.
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    d.core.spill_all();
+    d.drain_events();
+    d.send(Job::Checkpoint);
+    d.jobs = None;
+    if writer.join().is_err() {
+        error!("writer thread panicked");
+    }
+    d.publish = None;
+    if publisher.join().is_err() {
+        error!("publisher thread panicked");
+    }
+    d.drain_replies();
+    d.write_status();
+    info!("weir-receiver stopped; partial transfers saved");
+    Ok(())
+}
+
+impl Daemon {
+    /// Picks up what a previous run left in `incoming/`.
+    fn recover(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        for id in self.spool.load_finished()? {
+            self.core.mark_finished(id);
+        }
+        let mut resumed = 0;
+        for entry in std::fs::read_dir(&self.spool.incoming)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                // A temporary file of an interrupted atomic write.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            if let Some(id) = name
+                .strip_suffix(".part")
+                .and_then(|s| s.parse::<TransferId>().ok())
+                && !self.spool.state(id).exists()
+            {
+                // Never checkpointed: nothing on record is in it.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let Some(id) = name
+                .strip_suffix(".state")
+                .and_then(|s| s.parse::<TransferId>().ok())
+            else {
+                continue;
+            };
+            let state: TransferState = match std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| serde_json::from_slice(&b).map_err(anyhow::Error::from))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(file = %path.display(), "unreadable transfer state, discarded: {e:#}");
+                    self.spool.remove_partial(id)?;
+                    continue;
+                }
+            };
+            if state.descriptor.transfer != id || !self.spool.part(id).exists() {
+                warn!(file = %path.display(), "transfer state without its partial file, discarded");
+                self.spool.remove_partial(id)?;
+                continue;
+            }
+            let d = state.descriptor.clone();
+            self.send(Job::Resume(state.clone()));
+            match self.core.import_state(now, state) {
+                Ok(()) => {
+                    resumed += 1;
+                    info!(transfer = %id, bundle = %d.name, "resuming partial transfer");
+                    self.tracks.insert(id, Track { descriptor: d });
+                }
+                Err(e) => {
+                    warn!(transfer = %id, "cannot resume now ({e}); kept for a later restart")
+                }
+            }
+        }
+        if resumed > 0 {
+            info!(resumed, "partial transfers resumed from incoming/");
+        }
+        self.drain_events();
+        Ok(())
+    }
+
+    fn run_loop(&mut self, stop: &AtomicBool) {
+        let watchdog = sd_notify::watchdog_enabled().map(|w| w / 2);
+        let mut next_tick = Instant::now();
+        let mut next_status = Instant::now();
+        let mut last_watchdog = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let core = &mut self.core;
+            let received = self.listener.recv_batch(|d| {
+                core.handle_datagram(Instant::now(), d);
+            });
+            if let Err(e) = received {
+                error!("receiving: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            self.drain_events();
+            self.drain_replies();
+            let now = Instant::now();
+            if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                self.core.handle_timeout(now);
+                self.drain_events();
+            }
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + Duration::from_millis(250);
+            }
+            if now >= next_status {
+                self.write_status();
+                next_status = now + Duration::from_secs(1);
+            }
+            if let Some(w) = watchdog
+                && last_watchdog.elapsed() >= w
+            {
+                let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+                last_watchdog = Instant::now();
+            }
+        }
+    }
+
+    /// Hands a job to the writer, waiting while its queue is full.
+    fn send(&mut self, job: Job) {
+        let cost = job.cost();
+        if cost > 0 {
+            let limit = self.settings.write_queue;
+            let queued = &self.shared.queue_bytes;
+            if queued.load(Ordering::Relaxed) + cost > limit {
+                let began = Instant::now();
+                while queued.load(Ordering::Relaxed) + cost > limit
+                    && queued.load(Ordering::Relaxed) > 0
+                {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                self.stall += began.elapsed();
+            }
+            queued.fetch_add(cost, Ordering::Relaxed);
+        }
+        if let Some(tx) = &self.jobs
+            && tx.send(job).is_err()
+        {
+            error!("the writer thread is gone");
+        }
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            self.on_event(event);
+        }
+    }
+
+    fn reserved(&self) -> u64 {
+        self.tracks.values().map(|t| t.descriptor.size).sum()
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::TransferStarted(d) => {
+                let id = d.transfer;
+                let reserved = self.reserved();
+                if reserved.saturating_add(d.size) > self.settings.incoming_quota {
+                    self.core.forget(id);
+                    self.metrics.refused("incoming_quota");
+                    let log = self
+                        .refused
+                        .get(&id)
+                        .is_none_or(|t| t.elapsed() > Duration::from_secs(60));
+                    if log {
+                        warn!(transfer = %id, bundle = %d.name, bytes = d.size, reserved,
+                            quota = self.settings.incoming_quota,
+                            "incoming/ quota reached: transfer waits until others finish");
+                        self.refused.insert(id, Instant::now());
+                    }
+                    return;
+                }
+                self.refused.remove(&id);
+                self.tracks.insert(
+                    id,
+                    Track {
+                        descriptor: d.clone(),
+                    },
+                );
+                self.send(Job::Start(d));
+            }
+            Event::BlockReady {
+                transfer,
+                block,
+                offset,
+                data,
+            } => self.send(Job::Block {
+                transfer,
+                block,
+                offset,
+                data,
+            }),
+            Event::SpillBlock(s) => self.send(Job::Spill(s)),
+            Event::ReloadBlock {
+                transfer,
+                block,
+                offset,
+                len,
+            } => self.send(Job::Reload {
+                transfer,
+                block,
+                offset,
+                len,
+            }),
+            Event::PassEnded {
+                transfer,
+                pass,
+                passes,
+                missing_blocks,
+            } => {
+                let name = self
+                    .tracks
+                    .get(&transfer)
+                    .map(|t| t.descriptor.name.to_string())
+                    .unwrap_or_default();
+                if passes != 0 && pass + 1 >= passes && missing_blocks > 0 {
+                    warn!(%transfer, bundle = %name, missing_blocks,
+                        "the sender's last pass ended with blocks missing; waiting for a resend until the transfer expires");
+                } else {
+                    info!(%transfer, bundle = %name, pass = pass + 1, passes, missing_blocks, "pass ended");
+                }
+            }
+            Event::TransferComplete { descriptor, digest } => {
+                self.tracks.remove(&descriptor.transfer);
+                self.send(Job::Complete { descriptor, digest });
+            }
+            Event::TransferExpired {
+                descriptor,
+                missing,
+            } => {
+                self.tracks.remove(&descriptor.transfer);
+                let blocks_missing = missing.iter().map(|r| r.end - r.start).sum();
+                self.record(Outcome {
+                    transfer: descriptor.transfer.to_string(),
+                    name: descriptor.name.to_string(),
+                    size: descriptor.size,
+                    at: now_rfc3339(),
+                    verdict: Verdict::Expired { blocks_missing },
+                    seconds: 0.0,
+                    descriptor: descriptor.clone(),
+                });
+                self.send(Job::Expired {
+                    descriptor,
+                    missing,
+                });
+            }
+            Event::Heartbeat { epoch, heartbeat } => {
+                self.link.heartbeat(Instant::now(), epoch, heartbeat)
+            }
+            Event::SenderRestarted { previous, epoch } => {
+                warn!(
+                    previous = format!("{previous:016x}"),
+                    epoch = format!("{epoch:016x}"),
+                    "the sender restarted"
+                );
+            }
+        }
+    }
+
+    fn drain_replies(&mut self) {
+        while let Ok(reply) = self.replies.try_recv() {
+            match reply {
+                Reply::Reloaded {
+                    transfer,
+                    block,
+                    bytes: Some(bytes),
+                } => self.core.reload(transfer, block, &bytes),
+                Reply::Reloaded {
+                    transfer,
+                    block,
+                    bytes: None,
+                } => self.core.reload_failed(transfer, block),
+                Reply::Reopen(state) => self.reopen.push_back(state),
+                Reply::Outcome(o) => {
+                    match &o.verdict {
+                        Verdict::Corrupt => {
+                            // Receive it again from scratch.
+                            let d = o.descriptor.clone();
+                            self.send(Job::Start(d.clone()));
+                            self.reopen.push_back(TransferState::new(d));
+                        }
+                        Verdict::Deferred { .. } => self.deferred.push((
+                            Instant::now() + RETRY_PUBLISH,
+                            PublishJob {
+                                descriptor: o.descriptor.clone(),
+                                hash_checked: false,
+                            },
+                        )),
+                        Verdict::Quarantined { reasons } => {
+                            for r in reasons {
+                                self.metrics.verification_failure(r);
+                            }
+                        }
+                        Verdict::Published { .. } => self.published += 1,
+                        Verdict::Duplicate { .. } | Verdict::Expired { .. } => {}
+                    }
+                    self.record(o);
+                }
+            }
+        }
+        self.retry_reopen();
+    }
+
+    fn retry_reopen(&mut self) {
+        let now = Instant::now();
+        while let Some(state) = self.reopen.pop_front() {
+            let d = state.descriptor.clone();
+            match self.core.import_state(now, state.clone()) {
+                Ok(()) => {
+                    self.tracks.insert(d.transfer, Track { descriptor: d });
+                }
+                Err(weir_protocol::reassembler::StateError::NoRoom(_)) => {
+                    self.reopen.push_front(state);
+                    break;
+                }
+                Err(e) => error!(transfer = %d.transfer, "cannot re-open transfer: {e}"),
+            }
+        }
+        self.drain_events();
+    }
+
+    fn record(&mut self, o: Outcome) {
+        self.metrics.transfer(o.verdict.label());
+        self.recent.push_front(o);
+        self.recent.truncate(RECENT);
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let stats = self.core.stats();
+        if let Some(state) = self.link.tick(now, stats.loss) {
+            match state {
+                LinkState::Up => {
+                    info!(epoch = ?self.link.epoch.map(|e| format!("{e:016x}")), "link up: heartbeats arrive")
+                }
+                LinkState::Down => warn!("link down: no heartbeat from the sender"),
+                LinkState::Waiting => {}
+            }
+        }
+        if let Some(drops) = self.listener.kernel_drops()
+            && drops > self.kernel_drops
+        {
+            warn!(
+                new = drops - self.kernel_drops,
+                total = drops,
+                "the kernel dropped datagrams: the socket buffer was full"
+            );
+            self.kernel_drops = drops;
+        }
+        let due: Vec<PublishJob> = {
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+                .into_iter()
+                .partition(|(t, _)| *t <= now);
+            self.deferred = later;
+            due.into_iter().map(|(_, j)| j).collect()
+        };
+        for job in due {
+            if let Some(tx) = &self.publish {
+                let _ = tx.send(job);
+            }
+        }
+        self.retry_reopen();
+        let reading = Reading {
+            core: stats,
+            heartbeat_age: self.link.since_heartbeat(now).map(|d| d.as_secs_f64()),
+            link_up: self.link.state() == LinkState::Up,
+            kernel_drops: self.kernel_drops,
+            in_flight: self.core.transfers_in_flight(),
+            incoming_bytes: self.reserved(),
+            memory: self.core.memory_in_use(),
+            write_queue: self.shared.queue_bytes.load(Ordering::Relaxed),
+            stall_seconds: self.stall.as_secs_f64(),
+            disk_errors: self.shared.disk_errors.load(Ordering::Relaxed),
+            blocks_written: self.shared.blocks_written.load(Ordering::Relaxed),
+            loss_1m: self.link.loss_last_minute(),
+        };
+        self.metrics.update(&reading);
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let stats = self.core.stats();
+        let mut transfers: Vec<TransferProgress> = self
+            .tracks
+            .values()
+            .map(|t| {
+                let d = &t.descriptor;
+                let (done, blocks) = self.core.progress(d.transfer).unwrap_or((0, d.block_count));
+                TransferProgress {
+                    transfer: d.transfer.to_string(),
+                    name: d.name.to_string(),
+                    size: d.size,
+                    blocks_done: done,
+                    blocks,
+                }
+            })
+            .collect();
+        transfers.sort_by(|a, b| a.transfer.cmp(&b.transfer));
+        Snapshot {
+            written_unix: unix_now(),
+            pid: std::process::id(),
+            listen: self
+                .listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            link: match self.link.state() {
+                LinkState::Up => "up",
+                LinkState::Down => "down",
+                LinkState::Waiting => "waiting",
+            }
+            .into(),
+            heartbeat_age_seconds: self.link.since_heartbeat(now).map(|d| d.as_secs_f64()),
+            sender_epoch: self.link.epoch.map(|e| format!("{e:016x}")),
+            sender_queue: self.link.last.map(|h| h.queue_len),
+            sender_restarts: stats.loss.sender_restarts,
+            loss_last_minute: self.link.loss_last_minute(),
+            frames: stats.datagrams,
+            kernel_drops: self.kernel_drops,
+            transfers,
+            recent: self
+                .recent
+                .iter()
+                .filter_map(|o| serde_json::to_value(o).ok())
+                .collect(),
+        }
+    }
+
+    /// Writes `status.json` and the sd-notify status line.
+    fn write_status(&mut self) {
+        let s = self.snapshot();
+        let line = format!(
+            "link {}, loss {:.2}% (1 min), {} transfer(s) in flight, {} published",
+            s.link,
+            s.loss_last_minute * 100.0,
+            s.transfers.len(),
+            self.published
+        );
+        let _ = sd_notify::notify(&[NotifyState::Status(&line)]);
+        let written = serde_json::to_vec_pretty(&s)
+            .map_err(std::io::Error::other)
+            .and_then(|json| write_atomic(&self.spool.incoming, &self.spool.status_file(), &json));
+        if let Err(e) = written {
+            self.shared.disk_errors.fetch_add(1, Ordering::Relaxed);
+            warn!("writing {}: {e}", self.spool.status_file().display());
+        }
+    }
+}

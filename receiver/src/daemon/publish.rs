@@ -1,0 +1,372 @@
+//! The publisher thread: verifies complete transfers and moves them where
+//! operators look, never leaving anything partial or unverified there.
+//!
+//! ```text
+//!  incoming/<id>.part ─▶ read once: bundle verification (signatures,
+//!                        manifest, every artifact's BLAKE3) + whole-file
+//!                        BLAKE3 (unless the core hashed it on the fly)
+//!     │ file hash wrong ───────────▶ discarded, received again
+//!     │ rejected ──────────────────▶ quarantine/<id>.weir + .reason.json
+//!     │ staging/ has NAME_VERSION:
+//!     │     same BLAKE3 ───────────▶ duplicate, dropped
+//!     │     other BLAKE3 ──────────▶ quarantine (conflict)
+//!     ▼
+//!  staging/NAME_VERSION.receipt.json, then staging/NAME_VERSION.weir
+//!  (fsynced, hard-linked into place: never replaces a name), dir fsynced
+//! ```
+
+use std::fs::{self, File};
+use std::io::{self, BufReader};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+use tracing::{error, info, warn};
+use weir_protocol::bundle::{BundleInfo, HashingReader, Signer, TrustStore, Verified, verify};
+use weir_protocol::{BundleName, TransferDescriptor};
+
+use super::writer::Reply;
+use crate::spool::{Spool, sync_dir, write_atomic, write_new};
+
+/// A complete transfer, on disk and recorded, ready to be verified.
+#[derive(Debug)]
+pub struct PublishJob {
+    /// The transfer.
+    pub descriptor: TransferDescriptor,
+    /// The core already checked the whole-file BLAKE3 while receiving.
+    pub hash_checked: bool,
+}
+
+/// What became of a transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "verdict")]
+pub enum Verdict {
+    /// Verified and published in `staging/`.
+    Published {
+        /// The published file name.
+        file: String,
+    },
+    /// Verified, and `staging/` already holds the same bundle.
+    Duplicate {
+        /// The name it is published under.
+        file: String,
+    },
+    /// Rejected by verification, or conflicting with a published bundle.
+    Quarantined {
+        /// Reason codes.
+        reasons: Vec<String>,
+    },
+    /// The rebuilt file does not match the sender's BLAKE3: received again.
+    Corrupt,
+    /// Publishing failed for a local reason (disk full, permissions); kept
+    /// in `incoming/` and retried.
+    Deferred {
+        /// The error.
+        error: String,
+    },
+    /// Nothing arrived for the expiry time; reported in `failed/`.
+    Expired {
+        /// Blocks that never arrived.
+        blocks_missing: u32,
+    },
+}
+
+impl Verdict {
+    /// The `outcome` label of the transfers metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Published { .. } => "published",
+            Self::Duplicate { .. } => "duplicate",
+            Self::Quarantined { .. } => "quarantined",
+            Self::Corrupt => "corrupt",
+            Self::Deferred { .. } => "deferred",
+            Self::Expired { .. } => "expired",
+        }
+    }
+}
+
+/// A transfer's outcome, for the receive loop, the metrics and `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Transfer id.
+    pub transfer: String,
+    /// Name the sender gave the file.
+    pub name: String,
+    /// Size.
+    pub size: u64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// Seconds spent verifying and publishing.
+    pub seconds: f64,
+    /// The transfer, to receive it again if need be.
+    #[serde(skip)]
+    pub descriptor: TransferDescriptor,
+}
+
+/// The receipt published beside an accepted bundle.
+#[derive(Debug, Serialize)]
+struct Receipt<'a> {
+    verdict: &'static str,
+    file: &'a str,
+    name: &'a str,
+    version: &'a str,
+    created: &'a str,
+    size: u64,
+    blake3: String,
+    transfer: String,
+    signers: &'a [Signer],
+    ignored_signatures: Vec<String>,
+    artifacts: Vec<ReceiptEntry<'a>>,
+    sboms: Vec<ReceiptEntry<'a>>,
+    verified_at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ReceiptEntry<'a> {
+    path: &'a str,
+    size: u64,
+    blake3: &'a str,
+}
+
+/// Why a bundle went to quarantine, written beside it.
+#[derive(Debug, Serialize)]
+struct ReasonFile {
+    transfer: String,
+    name: String,
+    size: u64,
+    blake3: String,
+    reasons: Vec<ReasonEntry>,
+    at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ReasonEntry {
+    code: String,
+    message: String,
+}
+
+/// The publisher thread's state.
+#[derive(Debug)]
+pub struct Publisher {
+    spool: Spool,
+    trust: TrustStore,
+    replies: Sender<Reply>,
+}
+
+impl Publisher {
+    /// A publisher into `spool`, verifying against `trust`.
+    pub fn new(spool: Spool, trust: TrustStore, replies: Sender<Reply>) -> Self {
+        Self {
+            spool,
+            trust,
+            replies,
+        }
+    }
+
+    /// Runs until the job channel closes.
+    pub fn run(self, jobs: Receiver<PublishJob>) {
+        for job in jobs {
+            let started = Instant::now();
+            let d = &job.descriptor;
+            let verdict = match self.process(&job) {
+                Ok(v) => v,
+                Err(e) => {
+                    error!(transfer = %d.transfer, bundle = %d.name,
+                        "publishing failed: {e}; kept in incoming/ and retried on restart");
+                    Verdict::Deferred {
+                        error: e.to_string(),
+                    }
+                }
+            };
+            let outcome = Outcome {
+                transfer: d.transfer.to_string(),
+                name: d.name.to_string(),
+                size: d.size,
+                at: now_rfc3339(),
+                verdict,
+                seconds: started.elapsed().as_secs_f64(),
+                descriptor: job.descriptor.clone(),
+            };
+            let _ = self.replies.send(Reply::Outcome(outcome));
+        }
+    }
+
+    fn process(&self, job: &PublishJob) -> io::Result<Verdict> {
+        let d = &job.descriptor;
+        let id = d.transfer;
+        let part = self.spool.part(id);
+        let file = File::open(&part)?;
+        let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, file));
+        let result = verify(&mut reader, &self.trust, SystemTime::now());
+        if !job.hash_checked {
+            // Verification stops at the end of the archive.
+            io::copy(&mut reader, &mut io::sink())?;
+            if reader.finalize() != d.hash() {
+                warn!(transfer = %id, bundle = %d.name,
+                    "rebuilt file does not match its BLAKE3; discarded, waiting for the next pass");
+                self.spool.remove_partial(id)?;
+                return Ok(Verdict::Corrupt);
+            }
+        }
+        match result {
+            Ok(v) => self.accept(d, &v),
+            Err(rejection) => {
+                let reasons: Vec<ReasonEntry> = rejection
+                    .reasons
+                    .iter()
+                    .map(|r| ReasonEntry {
+                        code: r.code().to_owned(),
+                        message: r.to_string(),
+                    })
+                    .collect();
+                warn!(transfer = %id, bundle = %d.name, %rejection, "bundle rejected");
+                self.quarantine(d, reasons)
+            }
+        }
+    }
+
+    fn accept(&self, d: &TransferDescriptor, v: &Verified<BundleInfo>) -> io::Result<Verdict> {
+        let id = d.transfer;
+        let m = &v.manifest;
+        let stem = BundleName::sanitise(&format!("{}_{}", m.name, m.version));
+        let file = format!("{stem}.weir");
+        let dest = self.spool.staging.join(&file);
+        let receipt_path = self.spool.staging.join(format!("{stem}.receipt.json"));
+        if dest.exists() {
+            return self.already_published(d, &file, &dest);
+        }
+        let receipt = Receipt {
+            verdict: "accepted",
+            file: &file,
+            name: &m.name,
+            version: &m.version,
+            created: &m.created,
+            size: d.size,
+            blake3: d.hash().to_hex().to_string(),
+            transfer: id.to_string(),
+            signers: &v.signers,
+            ignored_signatures: v.ignored_signatures.iter().map(|r| r.to_string()).collect(),
+            artifacts: m
+                .artifacts
+                .iter()
+                .map(|a| ReceiptEntry {
+                    path: &a.path,
+                    size: a.size,
+                    blake3: &a.blake3,
+                })
+                .collect(),
+            sboms: m
+                .sboms
+                .iter()
+                .map(|s| ReceiptEntry {
+                    path: &s.path,
+                    size: s.size,
+                    blake3: &s.blake3,
+                })
+                .collect(),
+            verified_at: now_rfc3339(),
+        };
+        let json = serde_json::to_vec_pretty(&receipt).map_err(io::Error::other)?;
+        // The receipt goes first, so that whoever sees the bundle can read
+        // its receipt. A receipt without its bundle is left over from a
+        // crash between the two links: it is ours to replace.
+        match write_new(&self.spool.incoming, &receipt_path, &json) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&receipt_path)?;
+                write_new(&self.spool.incoming, &receipt_path, &json)?;
+            }
+            r => r?,
+        }
+        let part = self.spool.part(id);
+        match fs::hard_link(&part, &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return self.already_published(d, &file, &dest);
+            }
+            Err(e) => return Err(e),
+        }
+        sync_dir(&self.spool.staging)?;
+        self.spool.remove_partial(id)?;
+        sync_dir(&self.spool.incoming)?;
+        self.spool.add_finished(id)?;
+        let signers: Vec<&str> = v.signers.iter().map(|s| s.id.as_str()).collect();
+        info!(transfer = %id, bundle = %file, name = %m.name, version = %m.version,
+            bytes = d.size, signers = ?signers, "published");
+        Ok(Verdict::Published { file })
+    }
+
+    /// `staging/` already has this name: a duplicate if it holds the same
+    /// bytes, a conflict otherwise.
+    fn already_published(
+        &self,
+        d: &TransferDescriptor,
+        file: &str,
+        dest: &std::path::Path,
+    ) -> io::Result<Verdict> {
+        let mut h = blake3::Hasher::new();
+        h.update_reader(File::open(dest)?)?;
+        let existing = h.finalize();
+        if existing == d.hash() {
+            info!(transfer = %d.transfer, bundle = %file, "duplicate of a published bundle; not republished");
+            self.spool.remove_partial(d.transfer)?;
+            self.spool.add_finished(d.transfer)?;
+            return Ok(Verdict::Duplicate {
+                file: file.to_owned(),
+            });
+        }
+        warn!(transfer = %d.transfer, bundle = %file,
+            "staging/ already holds a different bundle under this name and version");
+        self.quarantine(
+            d,
+            vec![ReasonEntry {
+                code: "conflict".into(),
+                message: format!(
+                    "staging/{file} already holds a different bundle (BLAKE3 {}); this one has BLAKE3 {}",
+                    existing.to_hex(),
+                    d.hash().to_hex()
+                ),
+            }],
+        )
+    }
+
+    fn quarantine(&self, d: &TransferDescriptor, reasons: Vec<ReasonEntry>) -> io::Result<Verdict> {
+        let id = d.transfer;
+        let codes = reasons.iter().map(|r| r.code.clone()).collect();
+        let report = ReasonFile {
+            transfer: id.to_string(),
+            name: d.name.to_string(),
+            size: d.size,
+            blake3: d.hash().to_hex().to_string(),
+            reasons,
+            at: now_rfc3339(),
+        };
+        let json = serde_json::to_vec_pretty(&report).map_err(io::Error::other)?;
+        let q = &self.spool.quarantine;
+        write_atomic(
+            &self.spool.incoming,
+            &q.join(format!("{id}.reason.json")),
+            &json,
+        )?;
+        let dest: PathBuf = q.join(format!("{id}.weir"));
+        // The id comes from the file's BLAKE3: an existing file of that
+        // name holds these very bytes.
+        match fs::hard_link(self.spool.part(id), &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        sync_dir(q)?;
+        self.spool.remove_partial(id)?;
+        self.spool.add_finished(id)?;
+        Ok(Verdict::Quarantined { reasons: codes })
+    }
+}
+
+/// The time now as RFC 3339.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}

@@ -1,0 +1,453 @@
+//! The writer thread: puts rebuilt blocks into partial files, records which
+//! ones are on disk, and hands complete files to the publisher.
+//!
+//! ```text
+//!  receive loop ──Job──▶ writer ──▶ incoming/<id>.part   (pwrite at offset)
+//!       ▲                  │  every checkpoint: fsync part, then <id>.state
+//!       │                  │  complete + all on disk ──▶ publisher
+//!       └────Reply─────────┘  reloads; transfers whose blocks could not be
+//!                             stored (disk full) go back to be re-opened
+//! ```
+//!
+//! The state file only ever claims blocks that were fsynced before it was
+//! written, so after a crash the worst case is re-receiving blocks that
+//! were on disk but not yet recorded.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tracing::{error, info, warn};
+use weir_protocol::{DigestCheck, SpilledBlock, TransferDescriptor, TransferId, TransferState};
+
+use super::Shared;
+use super::publish::PublishJob;
+use crate::spool::{Spool, write_atomic};
+
+/// Work for the writer, in the order the core produced it.
+#[derive(Debug)]
+pub enum Job {
+    /// A new transfer: create its partial file.
+    Start(TransferDescriptor),
+    /// A transfer resumed from a saved state: reopen its partial file.
+    Resume(TransferState),
+    /// A whole block.
+    Block {
+        /// The transfer.
+        transfer: TransferId,
+        /// Block index.
+        block: u32,
+        /// Byte offset.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// Data shards of an incomplete block.
+    Spill(SpilledBlock),
+    /// Read a spilled block back.
+    Reload {
+        /// The transfer.
+        transfer: TransferId,
+        /// Block index.
+        block: u32,
+        /// Byte offset.
+        offset: u64,
+        /// Bytes to read.
+        len: usize,
+    },
+    /// The core has every block.
+    Complete {
+        /// The transfer.
+        descriptor: TransferDescriptor,
+        /// What the on-the-fly hash found.
+        digest: DigestCheck,
+    },
+    /// Nothing arrived for the expiry time.
+    Expired {
+        /// The transfer.
+        descriptor: TransferDescriptor,
+        /// Blocks that never arrived.
+        missing: Vec<Range<u32>>,
+    },
+    /// Save every state now (before a shutdown).
+    Checkpoint,
+}
+
+impl Job {
+    /// Bytes this job holds while queued.
+    pub fn cost(&self) -> usize {
+        match self {
+            Job::Block { data, .. } => data.len(),
+            Job::Spill(s) => s.data.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// What the writer tells the receive loop.
+#[derive(Debug)]
+pub enum Reply {
+    /// A spilled block read back (or not).
+    Reloaded {
+        /// The transfer.
+        transfer: TransferId,
+        /// Block index.
+        block: u32,
+        /// Its bytes, or `None` if they could not be read.
+        bytes: Option<Vec<u8>>,
+    },
+    /// The core thought this transfer complete, but some blocks never
+    /// reached the disk: receive them again.
+    Reopen(TransferState),
+    /// What became of a complete transfer.
+    Outcome(super::publish::Outcome),
+}
+
+/// One partial file.
+#[derive(Debug)]
+struct Part {
+    file: File,
+    state: TransferState,
+    /// Blocks or shards written since the last checkpoint.
+    dirty: bool,
+}
+
+/// A transfer that expired incomplete, as reported in `failed/`.
+#[derive(Debug, Serialize)]
+pub struct FailedReport {
+    /// Transfer id.
+    pub transfer: String,
+    /// The file name the sender gave.
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// Its BLAKE3.
+    pub blake3: String,
+    /// Blocks in the transfer.
+    pub blocks: u32,
+    /// Blocks that were on disk.
+    pub blocks_received: u32,
+    /// Blocks that never arrived, as half-open ranges.
+    pub missing: Vec<Range<u32>>,
+    /// Why it failed.
+    pub reason: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// The writer thread's state.
+#[derive(Debug)]
+pub struct Writer {
+    spool: Spool,
+    parts: HashMap<TransferId, Part>,
+    replies: Sender<Reply>,
+    publish: Sender<PublishJob>,
+    shared: Arc<Shared>,
+    checkpoint: Duration,
+    expiry: Duration,
+    /// Last disk error logged, to keep a full disk from flooding the log.
+    last_error_log: Option<Instant>,
+    /// Complete transfers whose state could not be saved (disk full):
+    /// retried at every checkpoint.
+    unsaved: Vec<(TransferDescriptor, DigestCheck)>,
+}
+
+impl Writer {
+    /// A writer over `spool`.
+    pub fn new(
+        spool: Spool,
+        replies: Sender<Reply>,
+        publish: Sender<PublishJob>,
+        shared: Arc<Shared>,
+        checkpoint: Duration,
+        expiry: Duration,
+    ) -> Self {
+        Self {
+            spool,
+            parts: HashMap::new(),
+            replies,
+            publish,
+            shared,
+            checkpoint,
+            expiry,
+            last_error_log: None,
+            unsaved: Vec::new(),
+        }
+    }
+
+    /// Runs until the job channel closes, then saves every state.
+    pub fn run(mut self, jobs: Receiver<Job>) {
+        let mut next_checkpoint = Instant::now() + self.checkpoint;
+        loop {
+            let wait = next_checkpoint.saturating_duration_since(Instant::now());
+            match jobs.recv_timeout(wait) {
+                Ok(job) => {
+                    let cost = job.cost();
+                    self.handle(job);
+                    self.shared.queue_bytes.fetch_sub(cost, Ordering::Relaxed);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= next_checkpoint {
+                self.checkpoint_all();
+                next_checkpoint = Instant::now() + self.checkpoint;
+            }
+        }
+        self.checkpoint_all();
+    }
+
+    fn handle(&mut self, job: Job) {
+        match job {
+            Job::Start(d) => self.start(d),
+            Job::Resume(state) => self.resume(state),
+            Job::Block {
+                transfer,
+                block,
+                offset,
+                data,
+            } => {
+                let Some(p) = self.parts.get_mut(&transfer) else {
+                    return;
+                };
+                match p.file.write_all_at(&data, offset) {
+                    Ok(()) => {
+                        p.state.set_done(block);
+                        p.dirty = true;
+                        self.shared.blocks_written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => self.disk_error(transfer, "writing a block", &e),
+                }
+            }
+            Job::Spill(s) => {
+                let Some(p) = self.parts.get_mut(&s.transfer) else {
+                    return;
+                };
+                let mut result = Ok(());
+                for (offset, bytes) in s.segments() {
+                    result = result.and_then(|()| p.file.write_all_at(bytes, offset));
+                }
+                match result {
+                    Ok(()) => {
+                        p.state.add_spilled(&s);
+                        p.dirty = true;
+                    }
+                    Err(e) => self.disk_error(s.transfer, "parking an incomplete block", &e),
+                }
+            }
+            Job::Reload {
+                transfer,
+                block,
+                offset,
+                len,
+            } => {
+                let bytes = self.parts.get(&transfer).and_then(|p| {
+                    let mut buf = vec![0u8; len];
+                    p.file.read_exact_at(&mut buf, offset).ok().map(|()| buf)
+                });
+                let _ = self.replies.send(Reply::Reloaded {
+                    transfer,
+                    block,
+                    bytes,
+                });
+            }
+            Job::Complete { descriptor, digest } => self.complete(descriptor, digest),
+            Job::Expired {
+                descriptor,
+                missing,
+            } => self.expired(descriptor, missing),
+            Job::Checkpoint => self.checkpoint_all(),
+        }
+    }
+
+    fn start(&mut self, d: TransferDescriptor) {
+        let id = d.transfer;
+        let path = self.spool.part(id);
+        let opened = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(d.size).map(|()| f));
+        match opened {
+            Ok(file) => {
+                info!(transfer = %id, bundle = %d.name, bytes = d.size, blocks = d.block_count, "receiving");
+                self.parts.insert(
+                    id,
+                    Part {
+                        file,
+                        state: TransferState::new(d),
+                        dirty: true,
+                    },
+                );
+            }
+            Err(e) => self.disk_error(id, "creating the partial file", &e),
+        }
+    }
+
+    fn resume(&mut self, state: TransferState) {
+        let id = state.descriptor.transfer;
+        let path = self.spool.part(id);
+        match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(file) => {
+                self.parts.insert(
+                    id,
+                    Part {
+                        file,
+                        state,
+                        dirty: false,
+                    },
+                );
+            }
+            Err(e) => self.disk_error(id, "reopening the partial file", &e),
+        }
+    }
+
+    fn complete(&mut self, descriptor: TransferDescriptor, digest: DigestCheck) {
+        let id = descriptor.transfer;
+        if digest == DigestCheck::Mismatch {
+            // The core will start over when the next pass describes it.
+            warn!(transfer = %id, bundle = %descriptor.name,
+                "rebuilt file does not match its BLAKE3; discarded, waiting for the next pass");
+            self.parts.remove(&id);
+            if let Err(e) = self.spool.remove_partial(id) {
+                self.disk_error(id, "removing a corrupt partial file", &e);
+            }
+            self.shared
+                .transfers_corrupt
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Some(mut p) = self.parts.remove(&id) else {
+            // Never had a partial file (it could not be created): try
+            // again, and the core receives it all again.
+            self.start(descriptor.clone());
+            let _ = self
+                .replies
+                .send(Reply::Reopen(TransferState::new(descriptor)));
+            return;
+        };
+        if !p.state.is_complete() {
+            let missing = p.state.descriptor.block_count - p.state.blocks_done();
+            warn!(transfer = %id, bundle = %descriptor.name, missing,
+                "blocks could not be stored; the transfer stays open for the next pass");
+            p.dirty = true;
+            let state = p.state.clone();
+            self.save(id, &mut p);
+            self.parts.insert(id, p);
+            let _ = self.replies.send(Reply::Reopen(state));
+            return;
+        }
+        p.dirty = true;
+        if !self.save(id, &mut p) {
+            // Not durable yet: keep it and retry at the next checkpoint.
+            self.parts.insert(id, p);
+            self.unsaved.push((descriptor, digest));
+            return;
+        }
+        drop(p);
+        let _ = self.publish.send(PublishJob {
+            descriptor,
+            hash_checked: digest == DigestCheck::Verified,
+        });
+    }
+
+    fn expired(&mut self, d: TransferDescriptor, missing: Vec<Range<u32>>) {
+        let id = d.transfer;
+        let received = self
+            .parts
+            .remove(&id)
+            .map(|p| p.state.blocks_done())
+            .unwrap_or(0);
+        let lacking: u32 = missing.iter().map(|r| r.end - r.start).sum();
+        let report = FailedReport {
+            transfer: id.to_string(),
+            name: d.name.to_string(),
+            size: d.size,
+            blake3: d.hash().to_hex().to_string(),
+            blocks: d.block_count,
+            blocks_received: received,
+            missing,
+            reason: format!(
+                "expired: nothing received for {}",
+                humantime::format_duration(self.expiry)
+            ),
+            at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        };
+        let dest = self.spool.failed.join(format!("{id}.json"));
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(std::io::Error::other)
+            .and_then(|json| write_atomic(&self.spool.incoming, &dest, &json));
+        if let Err(e) = written {
+            self.disk_error(id, "writing the failure report", &e);
+        }
+        if let Err(e) = self.spool.remove_partial(id) {
+            self.disk_error(id, "removing the partial file", &e);
+        }
+        error!(transfer = %id, bundle = %d.name, blocks_missing = lacking, blocks = d.block_count,
+            report = %dest.display(), "transfer expired incomplete");
+        self.shared
+            .transfers_expired
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn checkpoint_all(&mut self) {
+        for (descriptor, digest) in std::mem::take(&mut self.unsaved) {
+            self.complete(descriptor, digest);
+        }
+        let ids: Vec<TransferId> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.dirty)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(mut p) = self.parts.remove(&id) {
+                self.save(id, &mut p);
+                self.parts.insert(id, p);
+            }
+        }
+    }
+
+    /// Fsyncs the partial file, then records its state. False on error.
+    fn save(&mut self, id: TransferId, p: &mut Part) -> bool {
+        let result = p.file.sync_data().and_then(|()| {
+            let json = serde_json::to_vec(&p.state).map_err(std::io::Error::other)?;
+            write_atomic(&self.spool.incoming, &self.spool.state(id), &json)
+        });
+        match result {
+            Ok(()) => {
+                p.dirty = false;
+                true
+            }
+            Err(e) => {
+                self.disk_error(id, "saving the transfer state", &e);
+                false
+            }
+        }
+    }
+
+    fn disk_error(&mut self, id: TransferId, what: &str, e: &std::io::Error) {
+        self.shared.disk_errors.fetch_add(1, Ordering::Relaxed);
+        let quiet = self
+            .last_error_log
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+        if !quiet {
+            let hint = if e.raw_os_error() == Some(28) {
+                " (disk full: the transfer stays pending and completes on a later pass once space returns)"
+            } else {
+                ""
+            };
+            error!(transfer = %id, dir = %self.spool.incoming.display(), "{what}: {e}{hint}");
+            self.last_error_log = Some(Instant::now());
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The receiver's spool: where partial, accepted, rejected and failed
+//! transfers live, and the disk discipline that keeps them apart.
+//!
+//! ```text
+//!  root/
+//!    incoming/    <id>.part   partial file, blocks written at their offset
+//!                 <id>.state  blocks (and spilled shards) on disk, JSON
+//!                 finished    transfer ids already handled, one per line
+//!    staging/     NAME_VERSION.weir + NAME_VERSION.receipt.json
+//!    quarantine/  <id>.weir + <id>.reason.json
+//!    failed/      <id>.json   transfers that expired incomplete
+//!    status.json  what `weir-receiver status` shows
+//! ```
+//!
+//! Everything operators see is written under a temporary name in
+//! `incoming/`, fsynced, and linked into place (a hard link never replaces
+//! an existing name), then the directory is fsynced.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use weir_protocol::TransferId;
+
+/// How many finished transfer ids are remembered across restarts.
+pub const REMEMBER_FINISHED: usize = 4096;
+
+/// The spool directories.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    /// The root.
+    pub root: PathBuf,
+    /// Partial transfers (internal).
+    pub incoming: PathBuf,
+    /// Accepted bundles.
+    pub staging: PathBuf,
+    /// Rejected bundles.
+    pub quarantine: PathBuf,
+    /// Reports of incomplete transfers.
+    pub failed: PathBuf,
+}
+
+impl Spool {
+    /// Creates the directories if missing.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        let s = Self {
+            root: root.to_owned(),
+            incoming: root.join("incoming"),
+            staging: root.join("staging"),
+            quarantine: root.join("quarantine"),
+            failed: root.join("failed"),
+        };
+        for d in [&s.incoming, &s.staging, &s.quarantine, &s.failed] {
+            fs::create_dir_all(d)?;
+        }
+        Ok(s)
+    }
+
+    /// The spool layout without touching the disk (for `status`).
+    pub fn at(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+            incoming: root.join("incoming"),
+            staging: root.join("staging"),
+            quarantine: root.join("quarantine"),
+            failed: root.join("failed"),
+        }
+    }
+
+    /// The partial file of a transfer.
+    pub fn part(&self, id: TransferId) -> PathBuf {
+        self.incoming.join(format!("{id}.part"))
+    }
+
+    /// The saved state of a transfer.
+    pub fn state(&self, id: TransferId) -> PathBuf {
+        self.incoming.join(format!("{id}.state"))
+    }
+
+    /// The status file.
+    pub fn status_file(&self) -> PathBuf {
+        self.root.join("status.json")
+    }
+
+    fn finished_file(&self) -> PathBuf {
+        self.incoming.join("finished")
+    }
+
+    /// Transfer ids handled before, oldest first; the file is compacted to
+    /// the last [`REMEMBER_FINISHED`].
+    pub fn load_finished(&self) -> io::Result<Vec<TransferId>> {
+        let text = match fs::read_to_string(self.finished_file()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let ids: Vec<TransferId> = text
+            .lines()
+            .filter_map(|l| l.trim().parse::<TransferId>().ok())
+            .collect();
+        let keep = ids
+            .get(ids.len().saturating_sub(REMEMBER_FINISHED)..)
+            .unwrap_or_default()
+            .to_vec();
+        if keep.len() < ids.len() {
+            let text: String = keep.iter().map(|id| format!("{id}\n")).collect();
+            write_atomic(&self.incoming, &self.finished_file(), text.as_bytes())?;
+        }
+        Ok(keep)
+    }
+
+    /// Remembers a transfer as handled.
+    pub fn add_finished(&self, id: TransferId) -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.finished_file())?;
+        f.write_all(format!("{id}\n").as_bytes())?;
+        f.sync_data()
+    }
+
+    /// Removes a transfer's partial file and state (missing is fine).
+    pub fn remove_partial(&self, id: TransferId) -> io::Result<()> {
+        for p in [self.part(id), self.state(id)] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fsyncs a directory, so that names created or removed in it persist.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `dest` (replacing it) through a temporary file in
+/// `tmp_dir` (same filesystem): create_new, fsync, rename, fsync the
+/// directory. For internal files and reports, never for `staging/`.
+pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = temp_name(tmp_dir, dest);
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, dest)?;
+        if let Some(dir) = dest.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes `bytes` as a new file `dest` that must not exist yet: through a
+/// temporary file, fsynced, then hard-linked into place (which fails with
+/// `AlreadyExists` rather than replace anything).
+pub fn write_new(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = temp_name(tmp_dir, dest);
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::hard_link(&tmp, dest)
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+fn temp_name(tmp_dir: &Path, dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tmp_dir.join(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_new_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path()).unwrap();
+        let dest = s.staging.join("a.receipt.json");
+        write_new(&s.incoming, &dest, b"first").unwrap();
+        let e = write_new(&s.incoming, &dest, b"second").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&dest).unwrap(), b"first");
+        // No temporary file left behind.
+        assert_eq!(fs::read_dir(&s.incoming).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn finished_ids_survive_and_are_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path()).unwrap();
+        for i in 0..(REMEMBER_FINISHED as u64 + 10) {
+            s.add_finished(TransferId(i + 1)).unwrap();
+        }
+        let ids = s.load_finished().unwrap();
+        assert_eq!(ids.len(), REMEMBER_FINISHED);
+        assert_eq!(ids.first(), Some(&TransferId(11)));
+        assert_eq!(s.load_finished().unwrap(), ids);
+    }
+}

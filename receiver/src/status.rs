@@ -16,6 +16,9 @@ pub struct Snapshot {
     pub pid: u32,
     /// The listening address.
     pub listen: String,
+    /// The metrics endpoint, if enabled.
+    #[serde(default)]
+    pub metrics: Option<String>,
     /// `up`, `down` or `waiting`.
     pub link: String,
     /// Seconds since the last heartbeat, if any came.

@@ -12,6 +12,7 @@
 
 pub mod bin;
 pub mod bundles;
+pub mod daemons;
 pub mod link;
 pub mod sim;
 pub mod udp;

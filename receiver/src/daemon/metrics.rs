@@ -298,6 +298,8 @@ fn answer(mut stream: TcpStream, registry: &Mutex<Registry>) -> std::io::Result<
         req.extend_from_slice(buf.get(..n).unwrap_or_default());
     }
     let line = req.split(|b| *b == b'\r').next().unwrap_or_default();
+    let head = String::from_utf8_lossy(&req).to_ascii_lowercase();
+    let openmetrics = head.contains("application/openmetrics-text");
     let (status, ctype, body) = if line.starts_with(b"GET /metrics ") || line == b"GET /metrics" {
         let mut body = String::new();
         let encoded = registry
@@ -305,10 +307,15 @@ fn answer(mut stream: TcpStream, registry: &Mutex<Registry>) -> std::io::Result<
             .map_err(|_| std::io::Error::other("registry lock poisoned"))
             .and_then(|r| encode(&mut body, &r).map_err(std::io::Error::other));
         match encoded {
-            Ok(()) => (
+            Ok(()) if openmetrics => (
                 "200 OK",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 body,
+            ),
+            Ok(()) => (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                prometheus_text(&body),
             ),
             Err(e) => ("500 Internal Server Error", "text/plain", e.to_string()),
         }
@@ -325,4 +332,53 @@ fn answer(mut stream: TcpStream, registry: &Mutex<Registry>) -> std::io::Result<
         body.len()
     )?;
     stream.flush()
+}
+
+/// Turns OpenMetrics text into the classic Prometheus text format (0.0.4),
+/// for scrapers that do not ask for OpenMetrics: a counter family `x` is
+/// named by its sample `x_total` there, and there is no `# EOF`.
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_by_their_samples_in_the_classic_format() {
+        let m = Metrics::default();
+        let mut r = Registry::default();
+        m.register(&mut r);
+        m.transfer("published");
+        let mut om = String::new();
+        encode(&mut om, &r).unwrap();
+        assert!(om.contains("# TYPE weir_receiver_transfers counter"));
+        let text = prometheus_text(&om);
+        assert!(text.contains("# TYPE weir_receiver_transfers_total counter"), "{text}");
+        assert!(text.contains("# HELP weir_receiver_transfers_total Transfers ended"), "{text}");
+        assert!(text.contains("weir_receiver_transfers_total{outcome=\"published\"} 1"), "{text}");
+        assert!(text.contains("# TYPE weir_receiver_link_up gauge"), "{text}");
+        assert!(!text.contains("# EOF"));
+    }
 }

@@ -98,6 +98,7 @@ struct Daemon {
     stall: Duration,
     kernel_drops: u64,
     published: u64,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -160,10 +161,13 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
-    if let Some(addr) = settings.metrics {
-        metrics::serve(addr, Arc::new(Mutex::new(registry)))
-            .with_context(|| format!("metrics.listen {addr}"))?;
-    }
+    let metrics_addr = match settings.metrics {
+        Some(addr) => Some(
+            metrics::serve(addr, Arc::new(Mutex::new(registry)))
+                .with_context(|| format!("metrics.listen {addr}"))?,
+        ),
+        None => None,
+    };
 
     let (job_tx, job_rx) = mpsc::channel();
     let (reply_tx, reply_rx) = mpsc::channel();
@@ -203,6 +207,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         stall: Duration::ZERO,
         kernel_drops: 0,
         published: 0,
+        metrics_addr,
     };
     d.recover()?;
     let _ = sd_notify::notify(&[NotifyState::Ready]);
@@ -624,6 +629,7 @@ impl Daemon {
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
+            metrics: self.metrics_addr.map(|a| a.to_string()),
             link: match self.link.state() {
                 LinkState::Up => "up",
                 LinkState::Down => "down",

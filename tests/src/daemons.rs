@@ -1,0 +1,251 @@
+//! The real daemons as child processes, each with its own configuration
+//! and spool in a temporary directory: for whole-process tests, the demo
+//! and the end-to-end benchmark.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Waits until `f` holds, polling every 20 ms, or fails after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let end = Instant::now() + limit;
+    while !f() {
+        if Instant::now() > end {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Sends SIGTERM and waits (up to 30 s) for the process to exit.
+pub fn terminate(child: &mut Child) -> anyhow::Result<std::process::ExitStatus> {
+    signal(child, "TERM")?;
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            bail!("process {} did not stop on SIGTERM", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a signal by name (`TERM`, `KILL`) with kill(1).
+pub fn signal(child: &Child, sig: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args([format!("-{sig}"), child.id().to_string()])
+        .status()?;
+    if !status.success() {
+        bail!("kill -{sig} {} failed", child.id());
+    }
+    Ok(())
+}
+
+/// A free UDP port on 127.0.0.1 (bound and released: good enough on a
+/// test machine's loopback).
+pub fn free_udp_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A `weir-receiver run` with its spool under `dir`.
+#[derive(Debug)]
+pub struct ReceiverProc {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// The spool root.
+    pub spool: PathBuf,
+    /// The process, while running.
+    pub child: Option<Child>,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+    bin: PathBuf,
+}
+
+impl ReceiverProc {
+    /// Writes a configuration listening on `listen` with `extra` TOML
+    /// appended (sections `[limits]`, `[link]` keys go in `link_extra`).
+    pub fn configure(
+        bin: &Path,
+        dir: &Path,
+        listen: SocketAddr,
+        trust: &Path,
+        link_extra: &str,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
+        let spool = dir.join("rx-spool");
+        let config = dir.join("receiver.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[link]
+listen = "{listen}"
+{link_extra}
+
+[spool]
+root = "{spool}"
+trust = "{trust}"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+{extra}
+"#,
+                spool = spool.display(),
+                trust = trust.display(),
+            ),
+        )?;
+        Ok(Self {
+            config,
+            spool,
+            child: None,
+            log: dir.join("receiver.log"),
+            bin: bin.to_owned(),
+        })
+    }
+
+    /// Starts it and waits for its first status snapshot.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        let _ = std::fs::remove_file(self.spool.join("status.json"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(&self.bin)
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("WEIR_LOG", "info")
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        self.child = Some(child);
+        let status = self.spool.join("status.json");
+        let res = wait_for("the receiver's status file", Duration::from_secs(20), || {
+            status.exists()
+        });
+        if res.is_err() {
+            bail!("the receiver did not start:\n{}", self.log_text());
+        }
+        Ok(())
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its latest status snapshot.
+    pub fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let text = std::fs::read_to_string(self.spool.join("status.json"))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// The metrics endpoint.
+    pub fn metrics_addr(&self) -> anyhow::Result<SocketAddr> {
+        let s = self.status()?;
+        let m = s
+            .get("metrics")
+            .and_then(|m| m.as_str())
+            .context("no metrics address in status.json")?;
+        Ok(m.parse()?)
+    }
+
+    /// `GET /metrics`.
+    pub fn scrape(&self) -> anyhow::Result<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.metrics_addr()?)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let (head, body) = out.split_once("\r\n\r\n").context("no HTTP header")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            bail!("metrics answered {head}");
+        }
+        Ok(body.to_owned())
+    }
+
+    /// Files in a spool directory (`staging`, `quarantine`, ...), sorted.
+    pub fn files(&self, sub: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.spool.join(sub))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("not running")?;
+        terminate(&mut child)
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        let mut child = self.child.take().context("not running")?;
+        signal(&child, "KILL")?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for ReceiverProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Writes a sender configuration aimed at `destination`.
+pub fn sender_config(
+    dir: &Path,
+    destination: SocketAddr,
+    trust: &Path,
+    rate: &str,
+    passes: u32,
+    extra: &str,
+) -> anyhow::Result<PathBuf> {
+    let config = dir.join("sender.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[link]
+destination = "{destination}"
+bind = "127.0.0.1:0"
+rate = "{rate}"
+
+[transfer]
+passes = {passes}
+pass_pause = "200ms"
+heartbeat_interval = "200ms"
+settle_time = "0s"
+
+[spool]
+root = "{spool}"
+trust = "{trust}"
+
+{extra}
+"#,
+            spool = dir.join("tx-spool").display(),
+            trust = trust.display(),
+        ),
+    )?;
+    Ok(config)
+}

@@ -245,17 +245,21 @@ pub fn good_bundle(fx: &Fixture) -> Vec<u8> {
         .finish()
 }
 
-/// Writes `mib` MiB of reproducible pseudo-random bytes to `path`,
-/// streaming (memory stays flat whatever the size).
-pub fn write_random_file(path: &std::path::Path, mib: u64, seed: u64) -> std::io::Result<()> {
+/// Writes `bytes` reproducible pseudo-random bytes to `path`, streaming
+/// (memory stays flat whatever the size).
+pub fn write_random_file(path: &std::path::Path, bytes: u64, seed: u64) -> std::io::Result<()> {
     use rand::{RngCore, SeedableRng};
     use std::io::Write;
     let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut chunk = vec![0u8; 1 << 20];
-    for _ in 0..mib {
-        rng.fill_bytes(&mut chunk);
-        f.write_all(&chunk)?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        let part = &mut chunk[..n];
+        rng.fill_bytes(part);
+        f.write_all(part)?;
+        left -= n as u64;
     }
     f.flush()
 }

@@ -126,9 +126,11 @@ listen = "127.0.0.1:0"
             .with_context(|| format!("starting {}", self.bin.display()))?;
         self.child = Some(child);
         let status = self.spool.join("status.json");
-        let res = wait_for("the receiver's status file", Duration::from_secs(20), || {
-            status.exists()
-        });
+        let res = wait_for(
+            "the receiver's status file",
+            Duration::from_secs(20),
+            || status.exists(),
+        );
         if res.is_err() {
             bail!("the receiver did not start:\n{}", self.log_text());
         }

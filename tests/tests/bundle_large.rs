@@ -35,7 +35,7 @@ fn a_2_gib_bundle_verifies_with_peak_memory_under_64_mib() {
     let fx = Fixture::new();
     let dir = tempfile::tempdir().unwrap();
     let artifact = dir.path().join("image.bin");
-    write_random_file(&artifact, SIZE >> 20, 2).unwrap();
+    write_random_file(&artifact, SIZE, 2).unwrap();
     let out = dir.path().join("big.weir");
     let req = CreateRequest {
         name: "big".into(),

@@ -59,7 +59,7 @@ impl Setup {
     /// A signed bundle named `name` version 1 with `kib` KiB of random data.
     fn bundle(&self, name: &str, kib: u64, seed: u64) -> (PathBuf, Vec<u8>) {
         let art = self.dir.path().join(format!("{name}.bin"));
-        write_random_kib(&art, kib, seed);
+        write_random_file(&art, kib * 1024, seed).unwrap();
         let out = self.dir.path().join(format!("{name}.weir"));
         let req = CreateRequest {
             name: name.into(),
@@ -104,14 +104,6 @@ impl Setup {
         }
         std::fs::read(path).unwrap()
     }
-}
-
-fn write_random_kib(path: &Path, kib: u64, seed: u64) {
-    use rand::{RngCore, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut data = vec![0u8; (kib * 1024) as usize];
-    rng.fill_bytes(&mut data);
-    std::fs::write(path, data).unwrap();
 }
 
 /// Every frame of one pass over `bytes`, as the sender would make them.
@@ -188,13 +180,21 @@ fn one_bundle_arrives_bit_identical_with_receipt_metrics_and_status() {
     std::thread::sleep(Duration::from_millis(600));
     let text = s.rx.scrape().unwrap();
     assert_eq!(
-        metric(&text, "weir_receiver_transfers_total{outcome=\"published\"}"),
+        metric(
+            &text,
+            "weir_receiver_transfers_total{outcome=\"published\"}"
+        ),
         1.0
     );
     assert!(metric(&text, "weir_receiver_frames_received_total") > 2000.0);
     assert_eq!(metric(&text, "weir_receiver_link_up"), 1.0);
     // The second pass came after the transfer was complete.
-    assert!(metric(&text, "weir_receiver_frames_dropped_total{reason=\"finished\"}") > 0.0);
+    assert!(
+        metric(
+            &text,
+            "weir_receiver_frames_dropped_total{reason=\"finished\"}"
+        ) > 0.0
+    );
     let promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
@@ -227,6 +227,411 @@ fn one_bundle_arrives_bit_identical_with_receipt_metrics_and_status() {
     assert!(out.status.success());
     assert!(text.contains("running"), "{text}");
     assert!(text.contains("link: up"), "{text}");
-    assert!(text.contains("published") && text.contains("app_1.weir"), "{text}");
+    assert!(
+        text.contains("published") && text.contains("app_1.weir"),
+        "{text}"
+    );
     assert_eq!(s.rx.stop().unwrap().code(), Some(0));
+}
+
+#[test]
+fn a_hundred_bundles_from_the_sender_daemon_all_arrive_bit_identical() {
+    let mut s = Setup::new("");
+    s.rx.start().unwrap();
+    let config = s.sender_config("400Mbit", 1);
+    let outbox = s.dir.path().join("tx-spool").join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..100u64 {
+        let name = format!("pkg{i:03}");
+        let (path, bytes) = s.bundle(&name, 16 + (i * 37) % 200, 100 + i);
+        std::fs::rename(&path, outbox.join(format!("{name}.weir"))).unwrap();
+        expected.push((format!("{name}_1.weir"), bytes));
+    }
+    let mut sender = std::process::Command::new(weir_tests::bin::path("weir-sender"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = s.rx.spool.join("staging");
+    let done = wait_for("100 bundles in staging/", Duration::from_secs(120), || {
+        expected.iter().all(|(f, _)| staging.join(f).exists())
+    });
+    weir_tests::daemons::terminate(&mut sender).unwrap();
+    done.unwrap_or_else(|e| panic!("{e}: {:?}\n{}", s.rx.files("staging"), s.rx.log_text()));
+    for (file, bytes) in &expected {
+        assert!(&s.staged(file).unwrap() == bytes, "{file} differs");
+    }
+    // 100 bundles and 100 receipts, nothing else.
+    assert_eq!(s.rx.files("staging").len(), 200);
+    assert!(s.rx.files("quarantine").is_empty());
+    assert!(s.rx.files("failed").is_empty());
+}
+
+#[test]
+fn kill_9_mid_transfer_then_restart_resumes_and_never_shows_a_partial_file() {
+    let mut s = Setup::new("");
+    s.rx.start().unwrap();
+    let (path, bytes) = s.bundle("big", 24 * 1024, 7);
+    let len = bytes.len() as u64;
+    // Anything that ever appears in staging/ must be whole; quarantine/
+    // must stay empty.
+    let watch_dir = s.rx.spool.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut bad = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for e in std::fs::read_dir(watch_dir.join("staging"))
+                    .unwrap()
+                    .flatten()
+                {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.ends_with(".weir") && e.metadata().unwrap().len() != len {
+                        bad.push(format!("partial {name}"));
+                    }
+                }
+                if let Ok(rd) = std::fs::read_dir(watch_dir.join("quarantine")) {
+                    bad.extend(
+                        rd.flatten()
+                            .map(|e| format!("quarantined {:?}", e.file_name())),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            bad
+        })
+    };
+    let config = s.sender_config("100Mbit", 2);
+    let sender = std::thread::spawn(move || {
+        std::process::Command::new(weir_tests::bin::path("weir-sender"))
+            .args(["send", "--config"])
+            .arg(&config)
+            .arg(&path)
+            .output()
+            .unwrap()
+    });
+    // Kill the receiver once a good part of the first pass is on record.
+    let incoming = s.rx.spool.join("incoming");
+    wait_for("a checkpoint with blocks", Duration::from_secs(30), || {
+        std::fs::read_dir(&incoming)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".state"))
+            .any(|e| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(e.path()).unwrap_or_default())
+                        .unwrap_or_default();
+                let done: u32 = v["done"]
+                    .as_array()
+                    .map(|w| w.iter().map(|x| x.as_u64().unwrap_or(0).count_ones()).sum())
+                    .unwrap_or(0);
+                done > 20
+            })
+    })
+    .unwrap();
+    s.rx.kill().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.rx.start().unwrap();
+    let got = s.wait_staged("big_1.weir", 60);
+    let out = sender.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let bad = watcher.join().unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert!(got == bytes, "content differs");
+    let log = s.rx.log_text();
+    assert!(log.contains("resuming partial transfer"), "{log}");
+    // The restarted receiver did not rebuild the blocks it had on record.
+    std::thread::sleep(Duration::from_millis(600));
+    let text = s.rx.scrape().unwrap();
+    let rebuilt = metric(&text, "weir_receiver_blocks_total{how=\"clean\"}")
+        + metric(&text, "weir_receiver_blocks_total{how=\"repaired\"}");
+    let blocks = len.div_ceil(256 * 1432) as f64;
+    assert!(
+        rebuilt + 20.0 <= blocks,
+        "rebuilt {rebuilt} of {blocks} blocks after the restart"
+    );
+}
+
+#[test]
+fn garbage_and_foreign_datagrams_do_not_disturb_a_transfer() {
+    let mut s = Setup::new("");
+    s.rx.start().unwrap();
+    let (path, bytes) = s.bundle("app", 6 * 1024, 3);
+    let addr = s.addr;
+    let noise = std::thread::spawn(move || {
+        use rand::{Rng, RngCore, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
+        // Frames of another transfer from another sender, some corrupted.
+        let other: Vec<u8> = (0..300_000).map(|i| (i % 251) as u8).collect();
+        let mut foreign = frames(&other, "intruder", 1, 0xdead);
+        for (i, f) in foreign.iter_mut().enumerate() {
+            if i % 2 == 0 {
+                let n = f.len();
+                f[rng.random_range(0..n)] ^= 0x40;
+            }
+        }
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for round in 0..3000 {
+            let len = rng.random_range(1..9000);
+            let mut junk = vec![0u8; len];
+            rng.fill_bytes(&mut junk);
+            if round % 3 == 0 {
+                // Right magic and version, nonsense after.
+                junk[..4].copy_from_slice(b"WEIR");
+            }
+            socket.send_to(&junk, addr).unwrap();
+            if let Some(f) = foreign.get(round % foreign.len()) {
+                socket.send_to(f, addr).unwrap();
+            }
+            if round % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    s.send("200Mbit", 2, &[&path]);
+    noise.join().unwrap();
+    let got = s.wait_staged("app_1.weir", 30);
+    assert!(got == bytes, "content differs");
+    std::thread::sleep(Duration::from_millis(600));
+    let text = s.rx.scrape().unwrap();
+    assert!(
+        metric(
+            &text,
+            "weir_receiver_frames_dropped_total{reason=\"malformed\"}"
+        ) > 1000.0
+    );
+    assert!(
+        metric(
+            &text,
+            "weir_receiver_frames_dropped_total{reason=\"corrupt\"}"
+        ) > 10.0
+    );
+    // The intruder's frames are valid frames of an undescribed or
+    // half-delivered transfer: they never reach staging/.
+    assert_eq!(
+        s.rx.files("staging").len(),
+        2,
+        "{:?}",
+        s.rx.files("staging")
+    );
+}
+
+#[test]
+fn a_tampered_bundle_lands_in_quarantine_with_its_reason() {
+    let mut s = Setup::new("");
+    s.rx.start().unwrap();
+    let (_, mut bytes) = s.bundle("app", 512, 5);
+    // One byte of the artifact's content, well past the manifest.
+    let at = bytes.len() - 100_000;
+    bytes[at] ^= 1;
+    blast(s.addr, &frames(&bytes, "app.weir", 2, 42));
+    let id = TransferId::from_hash(&blake3::hash(&bytes));
+    let reason_file =
+        s.rx.spool
+            .join("quarantine")
+            .join(format!("{id}.reason.json"));
+    wait_for("the reason file", Duration::from_secs(30), || {
+        reason_file.exists()
+    })
+    .unwrap();
+    let reason: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&reason_file).unwrap()).unwrap();
+    assert_eq!(reason["reasons"][0]["code"], "hash_mismatch", "{reason}");
+    let kept = std::fs::read(s.rx.spool.join("quarantine").join(format!("{id}.weir"))).unwrap();
+    assert!(kept == bytes);
+    assert!(s.rx.files("staging").is_empty());
+    std::thread::sleep(Duration::from_millis(600));
+    let text = s.rx.scrape().unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "weir_receiver_verification_failures_total{reason=\"hash_mismatch\"}"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn a_bundle_with_a_clashing_name_and_version_is_quarantined_as_a_conflict() {
+    let mut s = Setup::new("");
+    s.rx.start().unwrap();
+    let (first, bytes) = s.bundle("app", 64, 1);
+    s.send("200Mbit", 1, &[&first]);
+    assert!(s.wait_staged("app_1.weir", 30) == bytes);
+    // Same name and version, other content.
+    std::fs::remove_file(&first).unwrap();
+    let (second, _) = s.bundle("app", 64, 2);
+    s.send("200Mbit", 1, &[&second]);
+    wait_for("the conflict", Duration::from_secs(30), || {
+        s.rx.files("quarantine")
+            .iter()
+            .any(|f| f.ends_with(".reason.json"))
+    })
+    .unwrap();
+    let reason_file =
+        s.rx.files("quarantine")
+            .into_iter()
+            .find(|f| f.ends_with(".reason.json"))
+            .unwrap();
+    let text = std::fs::read_to_string(s.rx.spool.join("quarantine").join(reason_file)).unwrap();
+    assert!(text.contains("\"conflict\""), "{text}");
+    // The published one is untouched.
+    assert!(s.staged("app_1.weir").unwrap() == bytes);
+}
+
+#[test]
+fn a_transfer_that_never_completes_is_reported_in_failed_with_its_missing_blocks() {
+    let mut s = Setup::new("transfer_expiry = \"2s\"\n");
+    s.rx.start().unwrap();
+    // 56 blocks: 4 interleaved groups of up to 16.
+    let (_, bytes) = s.bundle("app", 20 * 1024, 9);
+    let all = frames(&bytes, "app.weir", 1, 77);
+    // The link goes dark for the middle of the only pass.
+    let n = all.len();
+    let mut sent: Vec<Vec<u8>> = all[..2 * n / 5].to_vec();
+    sent.extend_from_slice(&all[3 * n / 5..]);
+    blast(s.addr, &sent);
+    let id = TransferId::from_hash(&blake3::hash(&bytes));
+    let report = s.rx.spool.join("failed").join(format!("{id}.json"));
+    wait_for("the failure report", Duration::from_secs(30), || {
+        report.exists()
+    })
+    .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let missing = r["missing"].as_array().unwrap();
+    assert!(!missing.is_empty(), "{r}");
+    let lacking: u64 = missing
+        .iter()
+        .map(|m| m["end"].as_u64().unwrap() - m["start"].as_u64().unwrap())
+        .sum();
+    assert!(
+        lacking > 0 && lacking < r["blocks"].as_u64().unwrap(),
+        "{r}"
+    );
+    assert_eq!(
+        r["blocks_received"].as_u64().unwrap() + lacking,
+        r["blocks"].as_u64().unwrap(),
+        "{r}"
+    );
+    assert!(r["reason"].as_str().unwrap().contains("expired"));
+    // Its partial data is gone, and nothing was published.
+    wait_for("incoming/ to empty", Duration::from_secs(5), || {
+        s.rx.files("incoming")
+            .iter()
+            .all(|f| !f.ends_with(".part") && !f.ends_with(".state"))
+    })
+    .unwrap();
+    assert!(s.rx.files("staging").is_empty());
+    wait_for("status to show it", Duration::from_secs(5), || {
+        s.rx.status().is_ok_and(|st| {
+            st["recent"][0]["verdict"] == "expired"
+                && st["transfers"].as_array().is_some_and(Vec::is_empty)
+        })
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_transfer_larger_than_the_incoming_quota_waits_with_a_log_line_and_a_metric() {
+    let mut s = Setup::new("incoming_quota = \"1MiB\"\n");
+    s.rx.start().unwrap();
+    let (path, _) = s.bundle("big", 2048, 4);
+    s.send("200Mbit", 1, &[&path]);
+    std::thread::sleep(Duration::from_millis(600));
+    let text = s.rx.scrape().unwrap();
+    assert!(
+        metric(
+            &text,
+            "weir_receiver_transfers_refused_total{reason=\"incoming_quota\"}"
+        ) >= 1.0
+    );
+    assert!(s.rx.log_text().contains("incoming/ quota reached"));
+    assert!(s.rx.files("staging").is_empty());
+    assert!(!s.rx.files("incoming").iter().any(|f| f.ends_with(".part")));
+}
+
+/// A small tmpfs, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: PathBuf, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "weir-test"])
+            .arg(&at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(at))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_keeps_the_transfer_pending_and_it_completes_once_space_returns() {
+    let mut s = Setup::new("");
+    // The spool on its own 24 MiB filesystem (needs root, as CI has).
+    let Some(fs) = Tmpfs::mount(s.dir.path().join("fs"), "24m") else {
+        panic!("mounting a tmpfs failed: this test needs root (CI runs as root)");
+    };
+    s.rx = ReceiverProc::configure(
+        &weir_tests::bin::path("weir-receiver"),
+        &fs.0,
+        s.addr,
+        &s.trust,
+        "",
+        "[limits]\ncheckpoint_interval = \"200ms\"\n",
+    )
+    .unwrap();
+    s.rx.start().unwrap();
+    // Leave 8 MiB free for a 12 MiB bundle.
+    let filler = fs.0.join("filler");
+    std::fs::write(&filler, vec![1u8; 16 << 20]).unwrap();
+    let (path, bytes) = s.bundle("app", 12 * 1024, 11);
+    let config = s.sender_config("100Mbit", 2);
+    let sender = std::thread::spawn(move || {
+        Command::new(weir_tests::bin::path("weir-sender"))
+            .args(["send", "--config"])
+            .arg(&config)
+            .arg(&path)
+            .env("WEIR_SENDER_TRANSFER__PASS_PAUSE", "3s")
+            .output()
+            .unwrap()
+    });
+    let rx = &mut s.rx;
+    wait_for("the disk-full error", Duration::from_secs(30), || {
+        rx.log_text().contains("disk full")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", rx.log_text()));
+    // The first pass ends with blocks that never reached the disk.
+    wait_for(
+        "the transfer to be re-opened",
+        Duration::from_secs(30),
+        || rx.log_text().contains("blocks could not be stored"),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", rx.log_text()));
+    std::fs::remove_file(&filler).unwrap();
+    let staged = rx.spool.join("staging").join("app_1.weir");
+    wait_for("the bundle", Duration::from_secs(60), || staged.exists())
+        .unwrap_or_else(|e| panic!("{e}\n{}", rx.log_text()));
+    assert!(std::fs::read(&staged).unwrap() == bytes, "content differs");
+    let out = sender.join().unwrap();
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(600));
+    let text = rx.scrape().unwrap();
+    assert!(metric(&text, "weir_receiver_disk_errors_total") > 0.0);
+    assert_eq!(rx.stop().unwrap().code(), Some(0));
+    drop(fs);
 }

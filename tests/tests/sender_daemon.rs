@@ -77,7 +77,7 @@ trust = "{trust}"
     /// A signed bundle of `mib` MiB of random data at `out`.
     fn bundle(&self, name: &str, mib: u64, out: &Path) -> Vec<u8> {
         let art = self.dir.path().join(format!("{name}.bin"));
-        write_random_file(&art, mib, mib + name.len() as u64).unwrap();
+        write_random_file(&art, mib << 20, mib + name.len() as u64).unwrap();
         let req = CreateRequest {
             name: name.into(),
             version: "1".into(),

@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     })?;
 
     let artifact = dir.path().join("image.bin");
-    weir_tests::bundles::write_random_file(&artifact, mib, 1)?;
+    weir_tests::bundles::write_random_file(&artifact, mib << 20, 1)?;
     let out = dir.path().join("bench.weir");
     let req = CreateRequest {
         name: "bench".into(),

@@ -375,10 +375,22 @@ mod tests {
         encode(&mut om, &r).unwrap();
         assert!(om.contains("# TYPE weir_receiver_transfers counter"));
         let text = prometheus_text(&om);
-        assert!(text.contains("# TYPE weir_receiver_transfers_total counter"), "{text}");
-        assert!(text.contains("# HELP weir_receiver_transfers_total Transfers ended"), "{text}");
-        assert!(text.contains("weir_receiver_transfers_total{outcome=\"published\"} 1"), "{text}");
-        assert!(text.contains("# TYPE weir_receiver_link_up gauge"), "{text}");
+        assert!(
+            text.contains("# TYPE weir_receiver_transfers_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP weir_receiver_transfers_total Transfers ended"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weir_receiver_transfers_total{outcome=\"published\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE weir_receiver_link_up gauge"),
+            "{text}"
+        );
         assert!(!text.contains("# EOF"));
     }
 }

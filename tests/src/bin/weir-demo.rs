@@ -41,8 +41,8 @@ fn main() -> anyhow::Result<()> {
     let key = keys::load(&key_path)?;
     let dist = dir.join("dist");
     std::fs::create_dir_all(&dist)?;
-    write_random_file(&dist.join("app.img"), 40, 1)?;
-    write_random_file(&dist.join("tools.tar"), 8, 2)?;
+    write_random_file(&dist.join("app.img"), 40 << 20, 1)?;
+    write_random_file(&dist.join("tools.tar"), 8 << 20, 2)?;
     let sbom = dir.join("app.cdx.json");
     std::fs::write(
         &sbom,

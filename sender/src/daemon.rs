@@ -237,7 +237,9 @@ impl Daemon {
                 }
                 None => {
                     let ready = self.spool.scan()?;
-                    self.engine.queue_len = u32::try_from(ready.len()).unwrap_or(u32::MAX);
+                    // Waiting: all but the one taken now.
+                    self.engine.queue_len =
+                        u32::try_from(ready.len().saturating_sub(1)).unwrap_or(u32::MAX);
                     ready.into_iter().next().map(|c| (c, None))
                 }
             };

@@ -1,75 +1,110 @@
-//! The loopback demo: makes a signing key and a signed bundle, sends it
-//! with the weir sender's paced send loop across a simulated one-way link
-//! on 127.0.0.1 (3% of frames lost, some reordered, a few corrupted), and
-//! rebuilds, checks and publishes it on the other side.
+//! The loopback demo: both daemons, for real, on this machine.
+//!
+//! It makes a signing key and a trust store, builds a signed bundle with
+//! the `weir-sender` command line, starts `weir-receiver run` and
+//! `weir-sender run` with configurations written next to them, and drops
+//! the bundle into the sender's outbox. Between the two, a simulated
+//! one-way link on 127.0.0.1 loses 3% of the frames, reorders some and
+//! corrupts a few; the receiver rebuilds, verifies and publishes the bundle
+//! into `staging/`, and the demo shows what an operator sees.
 //!
 //! ```text
-//!  keygen ─▶ bundle create ─▶ sender engine ─UDP─▶ lossy link ─UDP─▶ reassembler
-//!                                                   ─▶ BLAKE3 ─▶ signature check ─▶ staging/
+//!  weir-sender run ─UDP─▶ lossy link (this process) ─UDP─▶ weir-receiver run
+//!   outbox/app-1.0.weir                                     staging/app_1.0.weir
 //! ```
 //!
-//! Until `weir-receiver run` lands, the receiving side is the protocol core
-//! driven by the small UDP driver in `weir_tests::udp`.
+//! Needs the release binaries next to this one:
+//! `cargo build --release --locked -p weir-sender -p weir-receiver -p weir-tests --bins`.
 
 use std::net::UdpSocket;
-use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant, SystemTime};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use weir_protocol::bundle::{TrustStore, verify};
-use weir_protocol::{
-    Chunker, ChunkerConfig, Integrity, LinkEncoder, Rate, Reassembler, ReassemblerConfig,
-};
-use weir_sender::bundle::create::{CreateRequest, create};
-use weir_sender::daemon::{FileSource, check};
-use weir_sender::engine::{Engine, EngineConfig, SendOutcome};
-use weir_sender::keys;
-use weir_sender::udp::UdpLink;
-use weir_tests::bundles::{trusted, write_random_file};
+use weir_tests::bundles::write_random_file;
+use weir_tests::daemons::{ReceiverProc, free_udp_addr, sender_config, terminate, wait_for};
 use weir_tests::link::{LinkProfile, LossyLink};
-use weir_tests::udp::{Received, lossy_proxy, receive};
+use weir_tests::udp::lossy_proxy;
 
 const RATE: &str = "400Mbit";
 
+/// A binary next to this one.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.parent().context("no directory")?.join(name);
+    if !p.exists() {
+        bail!(
+            "{} is missing: build it with\n  cargo build --release --locked -p weir-sender -p weir-receiver -p weir-tests --bins",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// Runs a command, echoing it, and fails with its output if it fails.
+fn run(bin: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let name = bin.file_name().unwrap_or_default().to_string_lossy();
+    println!("$ {name} {}", args.join(" "));
+    let out = Command::new(bin).args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "{name} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
 fn main() -> anyhow::Result<()> {
+    let sender = sibling("weir-sender")?;
+    let receiver = sibling("weir-receiver")?;
     let dir = std::env::temp_dir().join(format!("weir-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    println!("weir demo in {}", dir.display());
+    let d = |p: &str| dir.join(p).display().to_string();
+    println!("weir demo in {}\n", dir.display());
 
-    // High side: a key, artifacts, a signed bundle.
-    let (key_path, _, key_id) = keys::keygen(&dir.join("release"))?;
-    let key = keys::load(&key_path)?;
+    // High side: a key and a signed bundle; low side: a trust store.
+    print!("{}", indent(&run(&sender, &["keygen", "--out", &d("release")])?));
     let dist = dir.join("dist");
     std::fs::create_dir_all(&dist)?;
     write_random_file(&dist.join("app.img"), 40 << 20, 1)?;
     write_random_file(&dist.join("tools.tar"), 8 << 20, 2)?;
-    let sbom = dir.join("app.cdx.json");
     std::fs::write(
-        &sbom,
+        dir.join("app.cdx.json"),
         br#"{"bomFormat": "CycloneDX", "specVersion": "1.5", "components": []}"#,
     )?;
-    let bundle = dir.join("app-1.0.weir");
-    let req = CreateRequest {
-        name: "app".into(),
-        version: "1.0".into(),
-        labels: [("channel".to_string(), "demo".to_string())].into(),
-        artifacts: vec![dist],
-        sboms: vec![sbom],
-        out: bundle.clone(),
-    };
-    let manifest = create(&req, &key, SystemTime::now())?;
-    let mut trust = TrustStore::default();
-    trust.add(trusted("release", &key))?;
-    println!(
-        "  made key {key_id} and bundle {} ({} artifacts, {} MiB)",
-        bundle.display(),
-        manifest.artifacts.len(),
-        std::fs::metadata(&bundle)?.len() >> 20
+    let bundle = d("app-1.0.weir");
+    print!(
+        "{}",
+        indent(&run(
+            &sender,
+            &[
+                "bundle", "create", "--key", &d("release.key"), "--name", "app", "--version",
+                "1.0", "--label", "channel=demo", "--sbom", &d("app.cdx.json"), "--out", &bundle,
+                &d("dist"),
+            ],
+        )?)
+    );
+    let trust = d("trust.toml");
+    print!(
+        "{}",
+        indent(&run(
+            &receiver,
+            &[
+                "trust", "add", "--trust", &trust, "--id", "release", "--name", "Release key",
+                "--role", "build", &d("release.pub"),
+            ],
+        )?)
     );
 
-    // The link: sender -> lossy proxy -> receiver, all on loopback.
-    let rx_socket = UdpSocket::bind("127.0.0.1:0")?;
-    let rx_addr = rx_socket.local_addr()?;
+    // The link: sender -> lossy proxy (here) -> receiver, on loopback.
+    let rx_addr = free_udp_addr()?;
     let proxy_socket = UdpSocket::bind("127.0.0.1:0")?;
     let proxy_addr = proxy_socket.local_addr()?;
     let profile = LinkProfile {
@@ -79,115 +114,84 @@ fn main() -> anyhow::Result<()> {
         bit_flip: 0.001,
         ..LinkProfile::default()
     };
-    println!("  link: 127.0.0.1, 3% loss, 1% reordered, 0.1% corrupted, paced at {RATE}");
-
-    let recv_dir = dir.join("low-side");
-    let receiver = std::thread::spawn(move || {
-        let mut r = Reassembler::new(ReassemblerConfig {
-            transfer_expiry: Duration::from_secs(5),
-            ..ReassemblerConfig::default()
-        });
-        let got = receive(
-            &rx_socket,
-            &mut r,
-            &recv_dir,
-            1,
-            Instant::now() + Duration::from_secs(60),
-        );
-        (got, r.stats())
-    });
-    let proxy = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         lossy_proxy(
             &proxy_socket,
             rx_addr,
             LossyLink::new(profile, 7),
-            Duration::from_secs(2),
+            Duration::from_secs(3600),
         )
     });
+    println!("\nlink: 127.0.0.1, 3% of frames lost, 1% reordered, 0.1% corrupted, paced at {RATE}");
 
-    // Send: check against the trust store, then two paced passes.
-    let rate: Rate = RATE.parse()?;
-    let link = LinkEncoder::new(u64::from(std::process::id()), Integrity::Crc32c);
-    let shard = link.shard_size_for(1472).context("shard size")?;
-    let checked = match check(&bundle, &trust, shard, (256, 64, 16))? {
-        Ok(c) => c,
-        Err(r) => bail!("the sender refused its own bundle: {r}"),
-    };
-    let desc = checked.descriptor;
-    let (udp, _) = UdpLink::open("127.0.0.1:0".parse()?, proxy_addr, 4 << 20)?;
-    let config = EngineConfig {
-        rate,
-        max_datagram: 1472,
-        heartbeat: Duration::from_millis(500),
-        pass_pause: Duration::from_millis(200),
-    };
-    let mut engine = Engine::new(link, udp, config);
-    let passes = 2;
-    let mut chunker = Chunker::new(
-        desc.clone(),
-        FileSource(std::fs::File::open(&bundle)?),
-        ChunkerConfig {
-            passes,
-            ..ChunkerConfig::default()
-        },
+    let mut rx = ReceiverProc::configure(&receiver, &dir, rx_addr, Path::new(&trust), "", "")?;
+    rx.start()?;
+    println!(
+        "receiver: {} run --config {} (log: {})",
+        receiver.display(),
+        rx.config.display(),
+        rx.log.display()
     );
+    let tx_config = sender_config(&dir, proxy_addr, Path::new(&trust), RATE, 2, "")?;
+    let tx_log = std::fs::File::create(dir.join("sender.log"))?;
+    let mut tx = Command::new(&sender)
+        .args(["run", "--config"])
+        .arg(&tx_config)
+        .stderr(Stdio::from(tx_log))
+        .spawn()?;
+    println!(
+        "sender:   {} run --config {} (log: {})",
+        sender.display(),
+        tx_config.display(),
+        dir.join("sender.log").display()
+    );
+
+    // An operator drops the bundle into the outbox.
+    let outbox = dir.join("tx-spool").join("outbox");
+    wait_for("the sender's outbox", Duration::from_secs(10), || outbox.exists())?;
     let t = Instant::now();
-    let stop = AtomicBool::new(false);
-    let outcome = engine.send(&mut chunker, passes, &stop, &mut || false, &mut |_| {})?;
-    if outcome != SendOutcome::Done {
-        bail!("sending ended early: {outcome:?}");
+    std::fs::copy(&bundle, outbox.join("app-1.0.weir"))?;
+    println!("\ncopied app-1.0.weir into {}", outbox.display());
+    let staged = rx.spool.join("staging").join("app_1.0.weir");
+    let arrived = wait_for("the bundle in staging/", Duration::from_secs(120), || {
+        staged.exists()
+    });
+    if let Err(e) = arrived {
+        let _ = terminate(&mut tx);
+        bail!("{e}\nreceiver log:\n{}", rx.log_text());
     }
-    let sent = engine.stats();
     println!(
-        "  sent {} frames ({} MiB) in {:.2} s, {passes} passes, FEC {}+{} interleaved x{}",
-        sent.frames,
-        sent.bytes >> 20,
+        "arrived in {:.1} s: {}\n",
         t.elapsed().as_secs_f64(),
-        desc.fec.data_shards(),
-        desc.fec.parity_shards(),
-        desc.fec.interleave()
+        staged.display()
     );
-
-    // Low side: what arrived, verified again against the trust store.
-    let (got, stats) = receiver
-        .join()
-        .map_err(|_| anyhow::anyhow!("receiver panicked"))?;
-    let counts = proxy
-        .join()
-        .map_err(|_| anyhow::anyhow!("proxy panicked"))??;
-    println!(
-        "  link dropped {} frames, reordered {}, corrupted {}",
-        counts.lost, counts.reordered, counts.flipped
-    );
-    println!(
-        "  receiver: {} blocks clean, {} rebuilt by FEC, {} corrupted frames dropped",
-        stats.blocks_clean, stats.blocks_repaired, stats.dropped.corrupt
-    );
-    match got.context("receiver")?.first() {
-        Some(Received::Published { path, .. }) => {
-            let v = verify(
-                std::io::BufReader::new(std::fs::File::open(path)?),
-                &trust,
-                SystemTime::now(),
-            )
-            .map_err(|r| anyhow::anyhow!("{}: {r}", path.display()))?;
-            if std::fs::read(path)? != std::fs::read(&bundle)? {
-                bail!("{} differs from what was sent", path.display());
-            }
-            println!(
-                "  published {} ({} {}, signed by {})",
-                path.display(),
-                v.manifest.name,
-                v.manifest.version,
-                v.signers
-                    .iter()
-                    .map(|s| s.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            println!("ok: the bundle arrived bit-identical, verified against the trust store");
-            Ok(())
-        }
-        other => bail!("the bundle did not arrive: {other:?}"),
+    if std::fs::read(&staged)? != std::fs::read(&bundle)? {
+        bail!("{} differs from what was sent", staged.display());
     }
+
+    // What an operator sees.
+    std::thread::sleep(Duration::from_millis(1100));
+    let rx_config = rx.config.display().to_string();
+    print!("{}", indent(&run(&receiver, &["status", "--config", &rx_config])?));
+    let staging = rx.spool.join("staging").display().to_string();
+    print!("{}", indent(&run(Path::new("ls"), &["-l", &staging])?));
+    let receipt = std::fs::read_to_string(rx.spool.join("staging").join("app_1.0.receipt.json"))?;
+    println!("receipt:\n{}", indent(&receipt));
+    let metrics = rx.scrape()?;
+    println!("metrics (excerpt of http://{}/metrics):", rx.metrics_addr()?);
+    for line in metrics.lines().filter(|l| {
+        !l.starts_with('#')
+            && (l.starts_with("weir_receiver_blocks_total")
+                || l.starts_with("weir_receiver_frames_lost_total")
+                || l.contains("reason=\"corrupt\"")
+                || l.starts_with("weir_receiver_transfers_total"))
+    }) {
+        println!("    {line}");
+    }
+
+    terminate(&mut tx)?;
+    rx.stop()?;
+    println!("\nok: the bundle arrived bit-identical, verified against the trust store");
+    println!("everything is left in {} for a look", dir.display());
+    Ok(())
 }

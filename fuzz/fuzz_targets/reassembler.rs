@@ -59,6 +59,10 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut rx = MemReceiver::new(config.clone());
     let mut link = LinkEncoder::new(1, Integrity::Crc32c);
     let mut buf = Vec::new();
+    // Ids of the transfers described so far (an id follows from the
+    // file's hash), so that shards can name them.
+    let mut ids: Vec<u64> = Vec::new();
+    let id_of = |ids: &[u64], t: u8| ids.get(usize::from(t) % ids.len().max(1)).copied().unwrap_or(u64::from(t) + 1);
     for op in ops.into_iter().take(2000) {
         buf.clear();
         match op {
@@ -73,7 +77,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     continue;
                 };
                 let Ok(desc) = TransferDescriptor::new(
-                    TransferId(u64::from(transfer) + 1),
+                    TransferId::from_hash(&blake3_of(hash_of)),
                     BundleName::sanitise("fuzz"),
                     u64::from(size % (1 << 20)),
                     blake3_of(hash_of),
@@ -81,6 +85,10 @@ fuzz_target!(|ops: Vec<Op>| {
                 ) else {
                     continue;
                 };
+                let _ = transfer;
+                if !ids.contains(&desc.transfer.0) {
+                    ids.push(desc.transfer.0);
+                }
                 let addr = FrameAddr { kind: FrameKind::Descriptor, transfer: desc.transfer.0, block: 0, shard: 0 };
                 if link.frame(addr, &desc.to_bytes(), &mut buf).is_ok() {
                     rx.handle(&buf);
@@ -88,14 +96,14 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Shard { parity, transfer, block, index, len, fill } => {
                 let kind = if parity { FrameKind::Parity } else { FrameKind::Data };
-                let addr = FrameAddr { kind, transfer: u64::from(transfer) + 1, block: u32::from(block), shard: index };
+                let addr = FrameAddr { kind, transfer: id_of(&ids, transfer), block: u32::from(block), shard: index };
                 let payload = vec![fill; usize::from(len % 600)];
                 if link.frame(addr, &payload, &mut buf).is_ok() {
                     rx.handle(&buf);
                 }
             }
             Op::EndOfPass { transfer, pass } => {
-                let addr = FrameAddr { kind: FrameKind::EndOfPass, transfer: u64::from(transfer) + 1, block: 0, shard: 0 };
+                let addr = FrameAddr { kind: FrameKind::EndOfPass, transfer: id_of(&ids, transfer), block: 0, shard: 0 };
                 let mut payload = Vec::new();
                 weir_protocol::EndOfPass { pass: u32::from(pass), passes: 2 }.encode(&mut payload);
                 if link.frame(addr, &payload, &mut buf).is_ok() {

@@ -396,7 +396,7 @@ mod tests {
         let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         let fec = FecParams::new(4, 2, 16, 2).unwrap();
         let desc = TransferDescriptor::new(
-            TransferId(9),
+            TransferId::from_hash(&blake3::hash(&data)),
             BundleName::parse("t").unwrap(),
             size as u64,
             blake3::hash(&data),

@@ -167,6 +167,11 @@ pub enum DescriptorError {
     /// Transfer id 0 is reserved.
     #[error("transfer id 0 is reserved")]
     ReservedId,
+    /// The transfer id is not the one the file's BLAKE3 gives: a forged
+    /// descriptor could otherwise claim another bundle's id and have it
+    /// remembered as finished.
+    #[error("transfer id {0} does not follow from the file's BLAKE3")]
+    IdMismatch(TransferId),
 }
 
 impl TransferDescriptor {
@@ -198,6 +203,9 @@ impl TransferDescriptor {
     fn check(&self) -> Result<(), DescriptorError> {
         if self.transfer.0 == 0 {
             return Err(DescriptorError::ReservedId);
+        }
+        if self.transfer != TransferId::from_hash(&self.hash()) {
+            return Err(DescriptorError::IdMismatch(self.transfer));
         }
         if self.size > MAX_TRANSFER_LEN {
             return Err(DescriptorError::TooLarge(self.size));
@@ -257,7 +265,7 @@ mod tests {
 
     fn sample() -> TransferDescriptor {
         TransferDescriptor::new(
-            TransferId(0x0102_0304_0506_0708),
+            TransferId::from_hash(&blake3::hash(b"x")),
             BundleName::parse("app_1.2.weir").unwrap(),
             1_000_000,
             blake3::hash(b"x"),
@@ -274,7 +282,7 @@ mod tests {
         assert_eq!(
             hex,
             concat!(
-                "888e98a8c0e0808101",         // transfer id, varint
+                "bacee3aee09e9ecd64",         // transfer id (first 8 bytes of the BLAKE3, LE), varint
                 "0c6170705f312e322e77656972", // name: length 12, "app_1.2.weir"
                 "c0843d",                     // size 1_000_000, varint
                 "3ae7d805f6789a6402acb70ad4096a85a56bf6804eaf25c0493ac697548d30b5", // BLAKE3
@@ -287,6 +295,13 @@ mod tests {
         );
         assert_eq!(TransferDescriptor::from_bytes(&bytes).unwrap(), d);
         assert_eq!(d.block_count, 6);
+        // An id that does not follow from the hash is refused.
+        let mut forged = d.clone();
+        forged.transfer = TransferId(0x0102_0304_0506_0708);
+        assert_eq!(
+            TransferDescriptor::from_bytes(&forged.to_bytes()),
+            Err(DescriptorError::IdMismatch(forged.transfer))
+        );
         assert_eq!(d.block_len(5), 1_000_000 - 5 * 128 * 1416);
         assert_eq!(d.block_len(0), 128 * 1416);
     }
@@ -368,7 +383,7 @@ mod tests {
         ) {
             let fec = FecParams::new(k, m, s * 2, d).unwrap();
             let desc = TransferDescriptor::new(
-                TransferId(id), BundleName::parse(&name).unwrap(), size, blake3::hash(&id.to_le_bytes()), fec,
+                TransferId::from_hash(&blake3::hash(&id.to_le_bytes())), BundleName::parse(&name).unwrap(), size, blake3::hash(&id.to_le_bytes()), fec,
             );
             if let Ok(desc) = desc {
                 prop_assert_eq!(TransferDescriptor::from_bytes(&desc.to_bytes()).unwrap(), desc);

@@ -1269,9 +1269,10 @@ mod tests {
         (0..size).map(|i| (i * 7 % 253) as u8).collect()
     }
 
-    fn descriptor(id: u64, bytes: &[u8], fec: FecParams) -> TransferDescriptor {
+    /// The descriptor of `bytes` (its id follows from their BLAKE3).
+    fn descriptor(bytes: &[u8], fec: FecParams) -> TransferDescriptor {
         TransferDescriptor::new(
-            TransferId(id),
+            TransferId::from_hash(&blake3::hash(bytes)),
             BundleName::parse("f").unwrap(),
             bytes.len() as u64,
             blake3::hash(bytes),
@@ -1321,7 +1322,7 @@ mod tests {
     #[test]
     fn a_clean_transfer_completes_verified() {
         let bytes = data(5000);
-        let desc = descriptor(1, &bytes, fec());
+        let desc = descriptor(&bytes, fec());
         let mut r = Reassembler::new(ReassemblerConfig::default());
         let mut file = vec![0; bytes.len()];
         let events = run(
@@ -1345,7 +1346,7 @@ mod tests {
     #[test]
     fn lost_data_shards_are_rebuilt_from_parity() {
         let bytes = data(5000);
-        let desc = descriptor(2, &bytes, fec());
+        let desc = descriptor(&bytes, fec());
         let mut grams = datagrams(&desc, &bytes, 1, 1);
         // Drop the first 4 data frames of every block (M = 4).
         let mut dropped: HashMap<u32, u32> = HashMap::new();
@@ -1368,7 +1369,7 @@ mod tests {
     #[test]
     fn frames_after_completion_and_duplicates_are_dropped_by_reason() {
         let bytes = data(3000);
-        let desc = descriptor(3, &bytes, fec());
+        let desc = descriptor(&bytes, fec());
         let grams = datagrams(&desc, &bytes, 2, 1);
         let mut r = Reassembler::new(ReassemblerConfig::default());
         let mut file = vec![0; bytes.len()];
@@ -1396,7 +1397,7 @@ mod tests {
     #[test]
     fn a_frame_far_ahead_in_sequence_does_not_starve_real_frames() {
         let bytes = data(3000);
-        let desc = descriptor(10, &bytes, fec());
+        let desc = descriptor(&bytes, fec());
         let grams = datagrams(&desc, &bytes, 1, 1);
         let mut r = Reassembler::new(ReassemblerConfig::default());
         let mut file = vec![0; bytes.len()];
@@ -1424,7 +1425,7 @@ mod tests {
     #[test]
     fn shards_before_their_descriptor_wait_in_limbo_and_are_replayed() {
         let bytes = data(3000);
-        let desc = descriptor(4, &bytes, fec());
+        let desc = descriptor(&bytes, fec());
         let grams = datagrams(&desc, &bytes, 1, 2);
         // The two leading descriptor frames are lost.
         let mut r = Reassembler::new(ReassemblerConfig::default());
@@ -1446,7 +1447,7 @@ mod tests {
     #[test]
     fn limbo_is_bounded_and_forgets_the_oldest() {
         let bytes = data(30_000);
-        let desc = descriptor(4, &bytes, fec());
+        let desc = descriptor(&bytes, fec());
         let grams = datagrams(&desc, &bytes, 1, 2);
         let limbo = 20 * (32 + HEADER_LEN);
         let mut r = Reassembler::new(ReassemblerConfig {
@@ -1468,7 +1469,7 @@ mod tests {
     #[test]
     fn a_stalled_transfer_expires_with_its_missing_blocks() {
         let bytes = data(3000);
-        let desc = descriptor(5, &bytes, fec());
+        let desc = descriptor(&bytes, fec());
         let grams = datagrams(&desc, &bytes, 1, 1);
         let mut r = Reassembler::new(ReassemblerConfig {
             transfer_expiry: Duration::from_secs(5),
@@ -1498,13 +1499,18 @@ mod tests {
     #[test]
     fn a_conflicting_descriptor_is_refused() {
         let bytes = data(3000);
-        let desc = descriptor(6, &bytes, fec());
+        let desc = descriptor(&bytes, fec());
+        // Same id and hash, other geometry: a conflict.
         let mut forged = desc.clone();
-        forged.blake3 = [0; 32];
+        forged.name = BundleName::parse("other").unwrap();
+        // Same id, other hash: not a valid descriptor at all (the id
+        // follows from the hash).
+        let mut stolen = desc.clone();
+        stolen.blake3 = [0; 32];
         let mut r = Reassembler::new(ReassemblerConfig::default());
         let now = Instant::now();
         let mut link = LinkEncoder::new(1, Integrity::Crc32c);
-        for d in [&desc, &forged] {
+        for d in [&desc, &forged, &stolen] {
             let mut out = Vec::new();
             let addr = crate::link::FrameAddr {
                 kind: FrameKind::Descriptor,
@@ -1516,6 +1522,7 @@ mod tests {
             r.handle_datagram(now, &out);
         }
         assert_eq!(r.stats().dropped.descriptor_conflict, 1);
+        assert_eq!(r.stats().dropped.invalid, 1);
     }
 
     #[test]
@@ -1527,29 +1534,31 @@ mod tests {
         });
         let now = Instant::now();
         let mut file = vec![0; bytes.len()];
-        let a = datagrams(&descriptor(7, &bytes, fec()), &bytes, 1, 1);
-        let b = datagrams(&descriptor(8, &bytes, fec()), &bytes, 1, 2);
+        let other = data(3001);
+        let (da, db) = (descriptor(&bytes, fec()), descriptor(&other, fec()));
+        let a = datagrams(&da, &bytes, 1, 1);
+        let b = datagrams(&db, &other, 1, 2);
         run(&mut r, now, &a[..5], &mut file);
         run(&mut r, now, &b[..1], &mut file);
         assert_eq!(r.stats().dropped.too_many_transfers, 1);
-        assert_eq!(r.progress(TransferId(7)).map(|p| p.1), Some(12));
+        assert_eq!(r.progress(da.transfer).map(|p| p.1), Some(12));
     }
 
     #[test]
     fn saved_state_round_trips_and_bad_state_is_refused() {
         let bytes = data(3000);
-        let desc = descriptor(9, &bytes, fec());
+        let desc = descriptor(&bytes, fec());
         let grams = datagrams(&desc, &bytes, 1, 1);
         let now = Instant::now();
         let mut r = Reassembler::new(ReassemblerConfig::default());
         let mut file = vec![0; bytes.len()];
         run(&mut r, now, &grams[..60], &mut file);
         r.spill_all();
-        let state = r.export_state(TransferId(9)).unwrap();
+        let state = r.export_state(desc.transfer).unwrap();
         assert!(!state.spilled.is_empty());
         let mut fresh = Reassembler::new(ReassemblerConfig::default());
         fresh.import_state(now, state.clone()).unwrap();
-        assert_eq!(fresh.export_state(TransferId(9)).unwrap(), state);
+        assert_eq!(fresh.export_state(desc.transfer).unwrap(), state);
         let mut bad = state.clone();
         bad.done.push(0);
         assert_eq!(
@@ -1567,7 +1576,7 @@ mod tests {
     #[test]
     fn a_state_built_from_events_matches_the_core_s_own() {
         let bytes = data(9000);
-        let desc = descriptor(11, &bytes, fec());
+        let desc = descriptor(&bytes, fec());
         let grams = datagrams(&desc, &bytes, 1, 1);
         let now = Instant::now();
         let mut r = Reassembler::new(ReassemblerConfig::default());
@@ -1584,7 +1593,7 @@ mod tests {
                 _ => {}
             }
         }
-        assert_eq!(r.export_state(TransferId(11)).unwrap(), mine);
+        assert_eq!(r.export_state(desc.transfer).unwrap(), mine);
         assert!(!mine.is_complete());
         let missing: u32 = mine.missing().iter().map(|m| m.end - m.start).sum();
         assert_eq!(missing + mine.blocks_done(), desc.block_count);
@@ -1593,7 +1602,7 @@ mod tests {
     #[test]
     fn a_complete_state_completes_on_import_even_if_finished_before() {
         let bytes = data(3000);
-        let desc = descriptor(12, &bytes, fec());
+        let desc = descriptor(&bytes, fec());
         let now = Instant::now();
         let mut r = Reassembler::new(ReassemblerConfig::default());
         let mut file = vec![0; bytes.len()];

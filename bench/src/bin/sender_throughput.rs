@@ -16,17 +16,6 @@ use weir_sender::engine::{Engine, EngineConfig};
 use weir_sender::udp::UdpLink;
 use weir_tests::sim::{describe, sample_bytes};
 
-/// CPU seconds (user + system) this process used so far.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// A child process that drains a UDP port (so its CPU is not counted here).
 fn drain() -> anyhow::Result<(Child, std::net::SocketAddr)> {
     let mut child = Command::new(std::env::current_exe()?)
@@ -94,11 +83,11 @@ fn weir(mtu: Mtu, bytes: &[u8]) -> anyhow::Result<Figures> {
     };
     let mut engine = Engine::new(link, udp, config);
     let stop = AtomicBool::new(false);
-    let cpu0 = cpu_seconds();
+    let cpu0 = weir_bench::cpu_seconds(None);
     let t = Instant::now();
     engine.send(&mut chunker, 1, &stop, &mut || false, &mut |_| {})?;
     let secs = t.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
+    let cpu = weir_bench::cpu_seconds(None) - cpu0;
     let _ = child.kill();
     let s = engine.stats();
     Ok(Figures {
@@ -114,13 +103,13 @@ fn plain(size: usize, count: u64) -> anyhow::Result<Figures> {
     let s = UdpSocket::bind("127.0.0.1:0")?;
     let _ = socket2::SockRef::from(&s).set_send_buffer_size(16 << 20);
     let buf = vec![0x5au8; size];
-    let cpu0 = cpu_seconds();
+    let cpu0 = weir_bench::cpu_seconds(None);
     let t = Instant::now();
     for _ in 0..count {
         s.send_to(&buf, dest)?;
     }
     let secs = t.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
+    let cpu = weir_bench::cpu_seconds(None) - cpu0;
     let _ = child.kill();
     Ok(Figures {
         datagrams: count,
@@ -160,9 +149,7 @@ fn main() -> anyhow::Result<()> {
             ratios.push((w.datagrams as f64 / w.secs) / (p.datagrams as f64 / p.secs));
             cpu.push(w.cpu / (w.bytes as f64 / 1e9));
         }
-        ratios.sort_by(f64::total_cmp);
-        cpu.sort_by(f64::total_cmp);
-        let median = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or_default();
+        let median = weir_bench::median;
         println!(
             "median ratio: {:.2}x the plain sender's datagrams per second; median weir sender CPU {:.3} s/GB\n",
             median(&ratios),

@@ -1,0 +1,361 @@
+//! End to end: the real `weir-sender run` and `weir-receiver run` over
+//! 127.0.0.1 with a generated signed bundle, against raw UDP baselines of
+//! the same datagram size measured in the same run.
+//!
+//! ```text
+//!  outbox/ ─▶ weir-sender run ─UDP─▶ weir-receiver run ─▶ staging/
+//!             (verify, FEC 256+64,     (reassemble, write, BLAKE3,
+//!              paced, GSO)              verify, publish)
+//!  baselines: send_to ─▶ recv_from (one datagram per syscall)
+//!             GSO sendmsg ─▶ GRO recvmmsg (quinn-udp)
+//! ```
+//!
+//! Goodput is the bundle's size over the time from dropping it into the
+//! outbox to its appearance in `staging/` (so the sender's check and the
+//! receiver's verification are included). CPU seconds per GB and peak RSS
+//! come from `/proc` for each daemon. Baselines count the bytes that
+//! arrived at the receiving socket over the time between the first and
+//! last arrival.
+//!
+//! ```sh
+//! cargo build --release --locked -p weir-sender -p weir-receiver -p weir-bench --bins
+//! target/release/end_to_end            # 1 GiB, MTU 1500 and 9000, 3 runs each
+//! WEIR_BENCH_SIZE=4GiB WEIR_BENCH_MTUS=9000 WEIR_BENCH_RUNS=1 target/release/end_to_end
+//! ```
+//! Rates: `WEIR_BENCH_RATE_1500`, `WEIR_BENCH_RATE_9000` (the sender's pacing).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use weir_bench::{cpu_seconds, gro_receive, median, peak_rss};
+use weir_protocol::{ByteSize, Mtu};
+use weir_sender::udp::UdpLink;
+use weir_tests::daemons::{ReceiverProc, free_udp_addr, sender_config, terminate, wait_for};
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let p = std::env::current_exe()?
+        .parent()
+        .context("no directory")?
+        .join(name);
+    if !p.exists() {
+        bail!(
+            "{} is missing: cargo build --release --locked -p weir-sender -p weir-receiver -p weir-bench --bins",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Bytes per second that arrived at a receiving socket.
+#[derive(Debug, Clone, Copy)]
+struct Arrivals {
+    bytes: u64,
+    secs: f64,
+}
+
+impl Arrivals {
+    fn rate(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.bytes as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Raw UDP, one datagram per `send_to` and per `recv_from`.
+fn baseline_plain(size: usize, total: u64) -> anyhow::Result<Arrivals> {
+    let rx = UdpSocket::bind("127.0.0.1:0")?;
+    let _ = socket2::SockRef::from(&rx).set_recv_buffer_size(64 << 20);
+    rx.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let dest = rx.local_addr()?;
+    let receiver = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let mut bytes = 0u64;
+        let mut first = None;
+        let mut last = Instant::now();
+        while let Ok((n, _)) = rx.recv_from(&mut buf) {
+            first.get_or_insert_with(Instant::now);
+            last = Instant::now();
+            bytes += n as u64;
+        }
+        Arrivals {
+            bytes,
+            secs: first.map(|f| (last - f).as_secs_f64()).unwrap_or(0.0),
+        }
+    });
+    let tx = UdpSocket::bind("127.0.0.1:0")?;
+    let _ = socket2::SockRef::from(&tx).set_send_buffer_size(16 << 20);
+    let buf = vec![0x5au8; size];
+    for _ in 0..total / size as u64 {
+        tx.send_to(&buf, dest)?;
+    }
+    receiver
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver thread panicked"))
+}
+
+/// Raw UDP with GSO batches out and GRO batches in (quinn-udp).
+fn baseline_gso(size: usize, total: u64) -> anyhow::Result<Arrivals> {
+    let rx = UdpSocket::bind("127.0.0.1:0")?;
+    let _ = quinn_udp::UdpSocketState::new((&rx).into())?;
+    let dest = rx.local_addr()?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let receiver = {
+        let ready = ready.clone();
+        std::thread::spawn(move || {
+            let mut bytes = 0u64;
+            let mut first = None;
+            let mut last = Instant::now();
+            ready.store(true, Ordering::Relaxed);
+            let r = gro_receive(&rx, Duration::from_millis(500), |metas| {
+                first.get_or_insert_with(Instant::now);
+                last = Instant::now();
+                bytes += metas.iter().map(|m| m.len as u64).sum::<u64>();
+            });
+            r.map(|()| Arrivals {
+                bytes,
+                secs: first.map(|f| (last - f).as_secs_f64()).unwrap_or(0.0),
+            })
+        })
+    };
+    while !ready.load(Ordering::Relaxed) {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let (link, _) = UdpLink::open("127.0.0.1:0".parse()?, dest, 16 << 20)?;
+    let segments = link.max_segments().min(65_000 / size).max(1);
+    let batch = vec![0x5au8; size * segments];
+    let mut sent = 0u64;
+    while sent < total {
+        link.send(&batch, size)?;
+        sent += batch.len() as u64;
+    }
+    receiver
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver thread panicked"))?
+        .map_err(Into::into)
+}
+
+/// One transfer through both daemons.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    goodput: f64,
+    sender_cpu: f64,
+    receiver_cpu: f64,
+    sender_rss: u64,
+    receiver_rss: u64,
+    repaired: f64,
+    lost: f64,
+    kernel_drops: f64,
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn pid(child: &Child) -> u32 {
+    child.id()
+}
+
+struct Bins {
+    sender: PathBuf,
+    receiver: PathBuf,
+}
+
+fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> anyhow::Result<Run> {
+    let size = std::fs::metadata(bundle)?.len();
+    let run_dir = tempfile::tempdir_in(dir)?;
+    let trust = dir.join("trust.toml");
+    let rx_addr: SocketAddr = free_udp_addr()?;
+    let mut rx = ReceiverProc::configure(
+        &bins.receiver,
+        run_dir.path(),
+        rx_addr,
+        &trust,
+        &format!("mtu = {}\nrate = \"{rate}\"", mtu.get()),
+        "",
+    )?;
+    rx.start()?;
+    let rx_pid = rx.pid().context("receiver pid")?;
+    let config = sender_config(run_dir.path(), rx_addr, &trust, rate, 2, "")?;
+    let mut tx = Command::new(&bins.sender)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("WEIR_SENDER_LINK__MTU", mtu.get().to_string())
+        .env("WEIR_SENDER_LINK__SEND_BUFFER", (32u32 << 20).to_string())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let outbox = run_dir.path().join("tx-spool").join("outbox");
+    wait_for("the sender's outbox", Duration::from_secs(10), || outbox.exists())?;
+    std::thread::sleep(Duration::from_millis(300));
+    let (tx_cpu0, rx_cpu0) = (cpu_seconds(Some(pid(&tx))), cpu_seconds(Some(rx_pid)));
+    let t0 = Instant::now();
+    std::fs::hard_link(bundle, outbox.join("bench.weir"))?;
+    let staged = rx.spool.join("staging").join("bench_1.weir");
+    let arrived = wait_for("the bundle in staging/", Duration::from_secs(120), || {
+        staged.exists()
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let (tx_cpu, rx_cpu) = (
+        cpu_seconds(Some(pid(&tx))) - tx_cpu0,
+        cpu_seconds(Some(rx_pid)) - rx_cpu0,
+    );
+    let (tx_rss, rx_rss) = (peak_rss(pid(&tx)), peak_rss(rx_pid));
+    if let Err(e) = arrived {
+        let _ = terminate(&mut tx);
+        bail!("{e}\n{}", rx.log_text());
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let m = rx.scrape()?;
+    terminate(&mut tx)?;
+    rx.stop()?;
+    if std::fs::metadata(&staged)?.len() != size {
+        bail!("staged bundle has the wrong size");
+    }
+    let gb = size as f64 / 1e9;
+    Ok(Run {
+        goodput: size as f64 / secs,
+        sender_cpu: tx_cpu / gb,
+        receiver_cpu: rx_cpu / gb,
+        sender_rss: tx_rss,
+        receiver_rss: rx_rss,
+        repaired: metric(&m, "weir_receiver_blocks_total{how=\"repaired\"}"),
+        lost: metric(&m, "weir_receiver_frames_lost_total"),
+        kernel_drops: metric(&m, "weir_receiver_kernel_drops_total"),
+    })
+}
+
+fn make_bundle(bins: &Bins, dir: &Path, size: u64) -> anyhow::Result<PathBuf> {
+    let key = dir.join("bench");
+    let ok = Command::new(&bins.sender)
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .stdout(Stdio::null())
+        .status()?;
+    if !ok.success() {
+        bail!("keygen failed");
+    }
+    let ok = Command::new(&bins.receiver)
+        .args(["trust", "add", "--trust"])
+        .arg(dir.join("trust.toml"))
+        .args(["--id", "bench", "--name", "bench", "--role", "build"])
+        .arg(dir.join("bench.pub"))
+        .stdout(Stdio::null())
+        .status()?;
+    if !ok.success() {
+        bail!("trust add failed");
+    }
+    // Leave room for the tar headers and manifest.
+    let artifact = dir.join("payload.bin");
+    weir_tests::bundles::write_random_file(&artifact, size - (64 << 10), 1)?;
+    let bundle = dir.join("bench.weir");
+    let ok = Command::new(&bins.sender)
+        .args(["bundle", "create", "--key"])
+        .arg(dir.join("bench.key"))
+        .args(["--name", "bench", "--version", "1", "--out"])
+        .arg(&bundle)
+        .arg(&artifact)
+        .stdout(Stdio::null())
+        .status()?;
+    if !ok.success() {
+        bail!("bundle create failed");
+    }
+    std::fs::remove_file(&artifact)?;
+    Ok(bundle)
+}
+
+fn main() -> anyhow::Result<()> {
+    let bins = Bins {
+        sender: sibling("weir-sender")?,
+        receiver: sibling("weir-receiver")?,
+    };
+    let size: ByteSize = env_or("WEIR_BENCH_SIZE", "1GiB").parse()?;
+    let runs: usize = env_or("WEIR_BENCH_RUNS", "3").parse()?;
+    let mtus: Vec<u32> = env_or("WEIR_BENCH_MTUS", "1500,9000")
+        .split(',')
+        .map(|m| m.trim().parse())
+        .collect::<Result<_, _>>()?;
+    let dir = tempfile::Builder::new().prefix("weir-e2e-").tempdir_in("/var/tmp")?;
+    let bundle = make_bundle(&bins, dir.path(), size.bytes())?;
+    let size = std::fs::metadata(&bundle)?.len();
+    println!(
+        "end to end: {} bundle ({size} bytes), FEC 256+64 (20% parity), 2 passes planned, {runs} run(s) per setting, 127.0.0.1",
+        ByteSize(size)
+    );
+    for mtu in mtus {
+        let mtu = Mtu::new(mtu).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let datagram = mtu.max_datagram(false);
+        let rate = env_or(
+            &format!("WEIR_BENCH_RATE_{}", mtu.get()),
+            if mtu.get() >= 9000 { "8Gbit" } else { "6Gbit" },
+        );
+        println!("\nMTU {} ({datagram}-byte datagrams), sender paced at {rate}:", mtu.get());
+        let (mut plain, mut gso, mut weir) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..runs {
+            eprintln!("  run {}: baseline, one datagram per syscall", i + 1);
+            let p = baseline_plain(datagram, size)?;
+            eprintln!("  run {}: baseline, GSO/GRO", i + 1);
+            let g = baseline_gso(datagram, size)?;
+            if std::env::var_os("WEIR_BENCH_BASELINES_ONLY").is_some() {
+                println!(
+                    "  run {}: 1/syscall {:6.0} MB/s ({} of {} bytes arrived) | GSO/GRO {:6.0} MB/s ({} bytes arrived)",
+                    i + 1,
+                    p.rate() / 1e6,
+                    p.bytes,
+                    size,
+                    g.rate() / 1e6,
+                    g.bytes
+                );
+                continue;
+            }
+            eprintln!("  run {}: weir-sender run -> weir-receiver run", i + 1);
+            let w = weir_run(&bins, dir.path(), &bundle, mtu, &rate)?;
+            println!(
+                "  run {}: weir {:6.0} MB/s (sender {:.2} + receiver {:.2} CPU s/GB, RSS {:.0} / {:.0} MiB, {} frames lost, {} kernel drops, {} blocks repaired) | 1/syscall {:6.0} MB/s | GSO/GRO {:6.0} MB/s",
+                i + 1,
+                w.goodput / 1e6,
+                w.sender_cpu,
+                w.receiver_cpu,
+                w.sender_rss as f64 / 1048576.0,
+                w.receiver_rss as f64 / 1048576.0,
+                w.lost,
+                w.kernel_drops,
+                w.repaired,
+                p.rate() / 1e6,
+                g.rate() / 1e6,
+            );
+            plain.push(p.rate());
+            gso.push(g.rate());
+            weir.push(w);
+        }
+        let good: Vec<f64> = weir.iter().map(|w| w.goodput).collect();
+        let cpu: Vec<f64> = weir.iter().map(|w| w.sender_cpu + w.receiver_cpu).collect();
+        let ratio_plain: Vec<f64> = good.iter().zip(&plain).map(|(w, p)| w / p).collect();
+        let ratio_gso: Vec<f64> = good.iter().zip(&gso).map(|(w, g)| w / g).collect();
+        let rss = weir.iter().map(|w| w.receiver_rss).max().unwrap_or(0);
+        println!(
+            "  median: weir {:.0} MB/s = {:.2}x one-datagram-per-syscall ({:.0} MB/s), {:.0}% of GSO/GRO ({:.0} MB/s); both daemons {:.2} CPU s/GB; receiver peak RSS {:.0} MiB",
+            median(&good) / 1e6,
+            median(&ratio_plain),
+            median(&plain) / 1e6,
+            median(&ratio_gso) * 100.0,
+            median(&gso) / 1e6,
+            median(&cpu),
+            rss as f64 / 1048576.0
+        );
+    }
+    Ok(())
+}

@@ -282,9 +282,9 @@ mod tests {
         assert_eq!(
             hex,
             concat!(
-                "bacee3aee09e9ecd64",         // transfer id (first 8 bytes of the BLAKE3, LE), varint
+                "bacee3aee09e9ecd64", // transfer id (first 8 bytes of the BLAKE3, LE), varint
                 "0c6170705f312e322e77656972", // name: length 12, "app_1.2.weir"
-                "c0843d",                     // size 1_000_000, varint
+                "c0843d",             // size 1_000_000, varint
                 "3ae7d805f6789a6402acb70ad4096a85a56bf6804eaf25c0493ac697548d30b5", // BLAKE3
                 "8001",
                 "20",

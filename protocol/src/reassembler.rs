@@ -600,6 +600,14 @@ impl Reassembler {
         self.remove(id);
     }
 
+    /// Forgets that a transfer finished, so that its next descriptor starts
+    /// it afresh (the driver could not keep what it received).
+    pub fn forget_finished(&mut self, id: TransferId) {
+        if self.finished.remove(&id) {
+            self.finished_order.retain(|f| *f != id);
+        }
+    }
+
     /// The durable state of a transfer in progress.
     pub fn export_state(&self, id: TransferId) -> Option<TransferState> {
         let t = self.transfers.get(&id)?;
@@ -646,7 +654,10 @@ impl Reassembler {
     /// ([`Event::TransferComplete`] with [`DigestCheck::NeedsReadBack`]).
     pub fn import_state(&mut self, now: Instant, state: TransferState) -> Result<(), StateError> {
         let id = state.descriptor.transfer;
-        if self.transfers.contains_key(&id) || self.transfers.len() >= self.config.max_transfers {
+        let complete = state.is_complete();
+        if self.transfers.contains_key(&id)
+            || (self.transfers.len() >= self.config.max_transfers && !complete)
+        {
             return Err(StateError::NoRoom(id));
         }
         let blocks = state.descriptor.block_count as usize;
@@ -675,9 +686,8 @@ impl Reassembler {
             },
         );
         // Wanted again, even if it was finished before.
-        if self.finished.remove(&id) {
-            self.finished_order.retain(|f| *f != id);
-        }
+        self.forget_finished(id);
+        // A complete one completes now, and takes no room.
         self.check_complete(id);
         Ok(())
     }
@@ -775,13 +785,14 @@ impl Reassembler {
         self.finish_block(transfer, block);
     }
 
-    /// The driver could not read a spilled block back: forget its spilled
-    /// shards and wait for more parity.
+    /// The driver could not write a spilled block's shards, or read them
+    /// back: forget them and wait for more parity.
     pub fn reload_failed(&mut self, transfer: TransferId, block: u32) {
-        if let Some(p) = self
-            .transfers
-            .get_mut(&transfer)
-            .and_then(|t| t.pending.get_mut(&block))
+        let Some(t) = self.transfers.get_mut(&transfer) else {
+            return;
+        };
+        t.spilled.remove(&block);
+        if let Some(p) = t.pending.get_mut(&block)
             && let Some(on_disk) = p.on_disk.take()
         {
             p.count -= on_disk.count();

@@ -324,6 +324,19 @@ impl Settings {
         if checkpoint < Duration::from_millis(100) {
             anyhow::bail!("limits.checkpoint_interval: at least 100ms");
         }
+        let incoming_quota = size("limits.incoming_quota", &m.incoming_quota)?;
+        let max_bundle = size("limits.max_bundle", &m.max_bundle)?;
+        if incoming_quota < max_bundle {
+            anyhow::bail!(
+                "limits.incoming_quota: {} is below limits.max_bundle ({}): the largest bundle could never be received",
+                m.incoming_quota,
+                m.max_bundle
+            );
+        }
+        let transfer_expiry = duration("limits.transfer_expiry", &m.transfer_expiry)?;
+        if transfer_expiry < Duration::from_secs(1) {
+            anyhow::bail!("limits.transfer_expiry: at least 1s");
+        }
         Ok(Self {
             listen,
             mtu,
@@ -335,9 +348,9 @@ impl Settings {
             transfers: m.transfers,
             memory: usize::try_from(memory).unwrap_or(usize::MAX),
             write_queue: usize::try_from(write_queue).unwrap_or(usize::MAX),
-            incoming_quota: size("limits.incoming_quota", &m.incoming_quota)?,
-            max_bundle: size("limits.max_bundle", &m.max_bundle)?,
-            transfer_expiry: duration("limits.transfer_expiry", &m.transfer_expiry)?,
+            incoming_quota,
+            max_bundle,
+            transfer_expiry,
             checkpoint,
             metrics,
             log_format,

@@ -173,12 +173,54 @@ pub fn write_new(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Writes `bytes` to `dest` (replacing it) through a temporary file and a
+/// rename, without fsync: for files that only describe the moment, such as
+/// `status.json`, which must not stall the receive loop on a busy disk.
+pub fn write_replace(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = temp_name(tmp_dir, dest);
+    let result = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| fs::rename(&tmp, dest));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A temporary name no other write uses: process id, a counter and the
+/// clock (a container's daemon may get the same pid after every restart,
+/// and a killed one leaves its temporary files behind).
 fn temp_name(tmp_dir: &Path, dest: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    tmp_dir.join(format!(".{name}.{}.tmp", std::process::id()))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    tmp_dir.join(format!(
+        ".{name}.{}-{}-{nanos}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Removes temporary files left in `dir` by an interrupted write.
+pub fn remove_temporaries(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            let _ = fs::remove_file(&path);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -540,11 +540,18 @@ fn a_transfer_that_never_completes_is_reported_in_failed_with_its_missing_blocks
 }
 
 #[test]
-fn a_transfer_larger_than_the_incoming_quota_waits_with_a_log_line_and_a_metric() {
-    let mut s = Setup::new("incoming_quota = \"1MiB\"\n");
+fn a_transfer_beyond_the_incoming_quota_waits_with_a_log_line_and_a_metric() {
+    let mut s = Setup::new("incoming_quota = \"3MiB\"\nmax_bundle = \"3MiB\"\n");
     s.rx.start().unwrap();
-    let (path, _) = s.bundle("big", 2048, 4);
-    s.send("200Mbit", 1, &[&path]);
+    let (_, a) = s.bundle("a", 2048, 4);
+    let (_, b) = s.bundle("b", 2048, 5);
+    let (fa, fb) = (frames(&a, "a.weir", 1, 1), frames(&b, "b.weir", 1, 2));
+    // b is described while a holds 2 of the 3 MiB.
+    let half = fa.len() / 2;
+    blast(s.addr, &fa[..half]);
+    blast(s.addr, &fb);
+    blast(s.addr, &fa[half..]);
+    assert!(s.wait_staged("a_1.weir", 30) == a);
     std::thread::sleep(Duration::from_millis(600));
     let text = s.rx.scrape().unwrap();
     assert!(
@@ -554,8 +561,7 @@ fn a_transfer_larger_than_the_incoming_quota_waits_with_a_log_line_and_a_metric(
         ) >= 1.0
     );
     assert!(s.rx.log_text().contains("incoming/ quota reached"));
-    assert!(s.rx.files("staging").is_empty());
-    assert!(!s.rx.files("incoming").iter().any(|f| f.ends_with(".part")));
+    assert!(s.staged("b_1.weir").is_none());
 }
 
 /// A small tmpfs, unmounted on drop.
@@ -634,4 +640,77 @@ fn a_full_disk_keeps_the_transfer_pending_and_it_completes_once_space_returns() 
     assert!(metric(&text, "weir_receiver_disk_errors_total") > 0.0);
     assert_eq!(rx.stop().unwrap().code(), Some(0));
     drop(fs);
+}
+
+/// The descriptor the sender makes for `bytes` at MTU 1500.
+fn describe(bytes: &[u8], name: &str) -> TransferDescriptor {
+    let hash = blake3::hash(bytes);
+    let fec = FecParams::new(256, 64, 1432, 16)
+        .unwrap()
+        .fitted_to(bytes.len() as u64);
+    TransferDescriptor::new(
+        TransferId::from_hash(&hash),
+        BundleName::sanitise(name),
+        bytes.len() as u64,
+        hash,
+        fec,
+    )
+    .unwrap()
+}
+
+// Regression: a crash after the bundle was linked into staging/ but before
+// its partial file was removed left `incoming/<id>.part` as the very inode
+// of the published bundle; a later descriptor of the same transfer used to
+// truncate that file in place, zeroing the published bundle.
+#[test]
+fn a_crash_right_after_publishing_never_damages_the_published_bundle() {
+    // One transfer at a time, and another partial transfer on disk, so the
+    // complete one must not need room to be settled.
+    let mut s = Setup::new("transfers = 1\n");
+    s.rx.start().unwrap();
+    let (_, bytes) = s.bundle("app", 1024, 21);
+    blast(s.addr, &frames(&bytes, "app.weir", 1, 1));
+    let staged = s.wait_staged("app_1.weir", 30);
+    assert!(staged == bytes);
+    s.rx.kill().unwrap();
+    // Recreate what the crash leaves: the partial file linked to the
+    // published one, its complete state, and no record of it finishing.
+    let d = describe(&bytes, "app.weir");
+    let incoming = s.rx.spool.join("incoming");
+    let part = incoming.join(format!("{}.part", d.transfer));
+    std::fs::hard_link(s.rx.spool.join("staging/app_1.weir"), &part).unwrap();
+    let mut state = weir_protocol::TransferState::new(d.clone());
+    for b in 0..d.block_count {
+        state.set_done(b);
+    }
+    std::fs::write(
+        incoming.join(format!("{}.state", d.transfer)),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_file(incoming.join("finished")).unwrap();
+    let (_, other) = s.bundle("other", 600, 22);
+    let o = describe(&other, "other.weir");
+    std::fs::write(
+        incoming.join(format!("{}.part", o.transfer)),
+        vec![0u8; other.len()],
+    )
+    .unwrap();
+    std::fs::write(
+        incoming.join(format!("{}.state", o.transfer)),
+        serde_json::to_vec(&weir_protocol::TransferState::new(o)).unwrap(),
+    )
+    .unwrap();
+    s.rx.start().unwrap();
+    // The restarted receiver settles it as a duplicate...
+    wait_for("the duplicate to settle", Duration::from_secs(20), || {
+        s.rx.log_text().contains("duplicate of a published bundle")
+    })
+    .unwrap();
+    // ...and the sender's next pass changes nothing.
+    blast(s.addr, &frames(&bytes, "app.weir", 2, 2));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(s.staged("app_1.weir").unwrap() == bytes);
+    assert_eq!(s.rx.files("staging").len(), 2);
+    assert!(!part.exists());
 }

@@ -199,7 +199,9 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
         .stderr(Stdio::null())
         .spawn()?;
     let outbox = run_dir.path().join("tx-spool").join("outbox");
-    wait_for("the sender's outbox", Duration::from_secs(10), || outbox.exists())?;
+    wait_for("the sender's outbox", Duration::from_secs(10), || {
+        outbox.exists()
+    })?;
     std::thread::sleep(Duration::from_millis(300));
     let (tx_cpu0, rx_cpu0) = (cpu_seconds(Some(pid(&tx))), cpu_seconds(Some(rx_pid)));
     let t0 = Instant::now();
@@ -288,7 +290,9 @@ fn main() -> anyhow::Result<()> {
         .split(',')
         .map(|m| m.trim().parse())
         .collect::<Result<_, _>>()?;
-    let dir = tempfile::Builder::new().prefix("weir-e2e-").tempdir_in("/var/tmp")?;
+    let dir = tempfile::Builder::new()
+        .prefix("weir-e2e-")
+        .tempdir_in("/var/tmp")?;
     let bundle = make_bundle(&bins, dir.path(), size.bytes())?;
     let size = std::fs::metadata(&bundle)?.len();
     println!(
@@ -302,7 +306,10 @@ fn main() -> anyhow::Result<()> {
             &format!("WEIR_BENCH_RATE_{}", mtu.get()),
             if mtu.get() >= 9000 { "8Gbit" } else { "6Gbit" },
         );
-        println!("\nMTU {} ({datagram}-byte datagrams), sender paced at {rate}:", mtu.get());
+        println!(
+            "\nMTU {} ({datagram}-byte datagrams), sender paced at {rate}:",
+            mtu.get()
+        );
         let (mut plain, mut gso, mut weir) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..runs {
             eprintln!("  run {}: baseline, one datagram per syscall", i + 1);

@@ -40,7 +40,7 @@ use weir_protocol::{
 
 use crate::config::Settings;
 use crate::socket::Listener;
-use crate::spool::{REMEMBER_FINISHED, Spool, write_atomic};
+use crate::spool::{REMEMBER_FINISHED, Spool, write_replace};
 use crate::status::{Snapshot, TransferProgress, unix_now};
 use link::{LinkMonitor, LinkState};
 use metrics::{Metrics, Reading};
@@ -60,12 +60,19 @@ pub struct Shared {
     pub transfers_corrupt: AtomicU64,
     /// Transfers expired.
     pub transfers_expired: AtomicU64,
+    /// The writer thread ended (it only does when told to, or by a bug).
+    pub writer_gone: AtomicBool,
+    /// The daemon is stopping: the publisher takes no new job.
+    pub stopping: AtomicBool,
 }
 
 /// Outcomes kept for `status`.
 const RECENT: usize = 20;
-/// A deferred publication is retried after this long.
+/// A deferred publication is retried after this long, doubling with every
+/// failed attempt up to [`RETRY_PUBLISH_MAX`].
 const RETRY_PUBLISH: Duration = Duration::from_secs(30);
+/// The longest wait between two attempts to publish.
+const RETRY_PUBLISH_MAX: Duration = Duration::from_secs(1800);
 /// How much traffic the socket buffer should absorb.
 const BUFFER_SECONDS: f64 = 0.25;
 
@@ -88,8 +95,12 @@ struct Daemon {
     publish: Option<Sender<PublishJob>>,
     replies: Receiver<Reply>,
     tracks: HashMap<TransferId, Track>,
-    /// Transfers to re-open when the core has room.
-    reopen: VecDeque<TransferState>,
+    /// Bytes each transfer holds in `incoming/`, from its start to its
+    /// outcome (for the quota).
+    reserved: HashMap<TransferId, u64>,
+    /// Transfers to re-open when the core has room, and whether the writer
+    /// must reopen their partial file (after a restart) or has it.
+    reopen: VecDeque<(TransferState, bool)>,
     /// Publications to retry, with when.
     deferred: Vec<(Instant, PublishJob)>,
     /// Transfers turned away, with when it was last logged.
@@ -99,6 +110,8 @@ struct Daemon {
     kernel_drops: u64,
     published: u64,
     metrics_addr: Option<std::net::SocketAddr>,
+    /// The last status write failed (logged once until one succeeds).
+    status_failing: bool,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -183,7 +196,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let writer = std::thread::Builder::new()
         .name("writer".into())
         .spawn(move || writer.run(job_rx))?;
-    let publisher = Publisher::new(spool.clone(), trust, reply_tx);
+    let publisher = Publisher::new(spool.clone(), trust, reply_tx, shared.clone());
     let publisher = std::thread::Builder::new()
         .name("publisher".into())
         .spawn(move || publisher.run(pub_rx))?;
@@ -200,6 +213,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         publish: Some(pub_tx),
         replies: reply_rx,
         tracks: HashMap::new(),
+        reserved: HashMap::new(),
         reopen: VecDeque::new(),
         deferred: Vec::new(),
         refused: HashMap::new(),
@@ -208,14 +222,17 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         kernel_drops: 0,
         published: 0,
         metrics_addr,
+        status_failing: false,
     };
     d.recover()?;
     let _ = sd_notify::notify(&[NotifyState::Ready]);
-    d.run_loop(&stop);
+    let result = d.run_loop(&stop);
 
     // Shutdown: park every incomplete block on disk, save, and let the
-    // threads finish what they hold.
+    // writer finish what it holds; the publisher finishes the bundle it is
+    // on, and the next start publishes the others.
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    d.shared.stopping.store(true, Ordering::Relaxed);
     d.core.spill_all();
     d.drain_events();
     d.send(Job::Checkpoint);
@@ -229,6 +246,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     }
     d.drain_replies();
     d.write_status();
+    result?;
     info!("weir-receiver stopped; partial transfers saved");
     Ok(())
 }
@@ -236,7 +254,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
 impl Daemon {
     /// Picks up what a previous run left in `incoming/`.
     fn recover(&mut self) -> anyhow::Result<()> {
-        let now = Instant::now();
+        crate::spool::remove_temporaries(&self.spool.incoming)?;
         for id in self.spool.load_finished()? {
             self.core.mark_finished(id);
         }
@@ -248,11 +266,6 @@ impl Daemon {
                 .and_then(|n| n.to_str())
                 .unwrap_or_default()
                 .to_owned();
-            if name.starts_with('.') && name.ends_with(".tmp") {
-                // A temporary file of an interrupted atomic write.
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
             if let Some(id) = name
                 .strip_suffix(".part")
                 .and_then(|s| s.parse::<TransferId>().ok())
@@ -284,32 +297,30 @@ impl Daemon {
                 self.spool.remove_partial(id)?;
                 continue;
             }
-            let d = state.descriptor.clone();
-            self.send(Job::Resume(state.clone()));
-            match self.core.import_state(now, state) {
-                Ok(()) => {
-                    resumed += 1;
-                    info!(transfer = %id, bundle = %d.name, "resuming partial transfer");
-                    self.tracks.insert(id, Track { descriptor: d });
-                }
-                Err(e) => {
-                    warn!(transfer = %id, "cannot resume now ({e}); kept for a later restart")
-                }
-            }
+            info!(transfer = %id, bundle = %state.descriptor.name,
+                blocks_done = state.blocks_done(), blocks = state.descriptor.block_count,
+                "resuming partial transfer");
+            self.reopen.push_back((state, true));
+            resumed += 1;
         }
         if resumed > 0 {
-            info!(resumed, "partial transfers resumed from incoming/");
+            info!(resumed, "partial transfers found in incoming/");
         }
-        self.drain_events();
+        self.retry_reopen();
         Ok(())
     }
 
-    fn run_loop(&mut self, stop: &AtomicBool) {
+    fn run_loop(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
         let watchdog = sd_notify::watchdog_enabled().map(|w| w / 2);
         let mut next_tick = Instant::now();
         let mut next_status = Instant::now();
         let mut last_watchdog = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            if self.shared.writer_gone.load(Ordering::Relaxed) {
+                anyhow::bail!(
+                    "the writer thread ended unexpectedly; stopping so that the service manager restarts the daemon"
+                );
+            }
             let core = &mut self.core;
             let received = self.listener.recv_batch(|d| {
                 core.handle_datagram(Instant::now(), d);
@@ -340,6 +351,7 @@ impl Daemon {
                 last_watchdog = Instant::now();
             }
         }
+        Ok(())
     }
 
     /// Hands a job to the writer, waiting while its queue is full.
@@ -352,6 +364,7 @@ impl Daemon {
                 let began = Instant::now();
                 while queued.load(Ordering::Relaxed) + cost > limit
                     && queued.load(Ordering::Relaxed) > 0
+                    && !self.shared.writer_gone.load(Ordering::Relaxed)
                 {
                     std::thread::sleep(Duration::from_micros(200));
                 }
@@ -373,7 +386,7 @@ impl Daemon {
     }
 
     fn reserved(&self) -> u64 {
-        self.tracks.values().map(|t| t.descriptor.size).sum()
+        self.reserved.values().sum()
     }
 
     fn on_event(&mut self, event: Event) {
@@ -397,6 +410,7 @@ impl Daemon {
                     return;
                 }
                 self.refused.remove(&id);
+                self.reserved.insert(id, d.size);
                 self.tracks.insert(
                     id,
                     Track {
@@ -455,6 +469,7 @@ impl Daemon {
                 missing,
             } => {
                 self.tracks.remove(&descriptor.transfer);
+                self.reserved.remove(&descriptor.transfer);
                 let blocks_missing = missing.iter().map(|r| r.end - r.start).sum();
                 self.record(Outcome {
                     transfer: descriptor.transfer.to_string(),
@@ -464,6 +479,7 @@ impl Daemon {
                     verdict: Verdict::Expired { blocks_missing },
                     seconds: 0.0,
                     descriptor: descriptor.clone(),
+                    attempt: 0,
                 });
                 self.send(Job::Expired {
                     descriptor,
@@ -496,22 +512,40 @@ impl Daemon {
                     block,
                     bytes: None,
                 } => self.core.reload_failed(transfer, block),
-                Reply::Reopen(state) => self.reopen.push_back(state),
+                Reply::Reopen(state) => self.reopen.push_back((state, false)),
+                Reply::StartFailed(d) => {
+                    // Forget it: its next descriptor tries again.
+                    self.core.forget(d.transfer);
+                    self.core.forget_finished(d.transfer);
+                    self.tracks.remove(&d.transfer);
+                    self.reserved.remove(&d.transfer);
+                }
+                Reply::SpillFailed { transfer, block } => self.core.reload_failed(transfer, block),
                 Reply::Outcome(o) => {
+                    if !matches!(o.verdict, Verdict::Deferred { .. }) {
+                        self.reserved.remove(&o.descriptor.transfer);
+                    }
                     match &o.verdict {
-                        Verdict::Corrupt => {
+                        Verdict::Corrupt | Verdict::Missing => {
                             // Receive it again from scratch.
                             let d = o.descriptor.clone();
+                            self.reserved.insert(d.transfer, d.size);
                             self.send(Job::Start(d.clone()));
-                            self.reopen.push_back(TransferState::new(d));
+                            self.reopen.push_back((TransferState::new(d), false));
                         }
-                        Verdict::Deferred { .. } => self.deferred.push((
-                            Instant::now() + RETRY_PUBLISH,
-                            PublishJob {
-                                descriptor: o.descriptor.clone(),
-                                hash_checked: false,
-                            },
-                        )),
+                        Verdict::Deferred { .. } => {
+                            let wait = RETRY_PUBLISH
+                                .saturating_mul(1u32 << o.attempt.min(10))
+                                .min(RETRY_PUBLISH_MAX);
+                            self.deferred.push((
+                                Instant::now() + wait,
+                                PublishJob {
+                                    descriptor: o.descriptor.clone(),
+                                    hash_checked: false,
+                                    attempt: o.attempt.saturating_add(1),
+                                },
+                            ));
+                        }
                         Verdict::Quarantined { reasons } => {
                             for r in reasons {
                                 self.metrics.verification_failure(r);
@@ -527,19 +561,31 @@ impl Daemon {
         self.retry_reopen();
     }
 
+    /// Imports the transfers waiting to be re-opened, as far as the core
+    /// has room. A transfer the writer must reopen is handed to it only
+    /// once the core took it, and before any of its events go out.
     fn retry_reopen(&mut self) {
         let now = Instant::now();
-        while let Some(state) = self.reopen.pop_front() {
+        while let Some((state, resume)) = self.reopen.pop_front() {
             let d = state.descriptor.clone();
             match self.core.import_state(now, state.clone()) {
                 Ok(()) => {
+                    if resume {
+                        self.send(Job::Resume(state));
+                    }
+                    self.reserved.insert(d.transfer, d.size);
                     self.tracks.insert(d.transfer, Track { descriptor: d });
                 }
                 Err(weir_protocol::reassembler::StateError::NoRoom(_)) => {
-                    self.reopen.push_front(state);
+                    self.reopen.push_front((state, resume));
                     break;
                 }
-                Err(e) => error!(transfer = %d.transfer, "cannot re-open transfer: {e}"),
+                Err(e) => {
+                    error!(transfer = %d.transfer, "cannot re-open transfer, discarded: {e}");
+                    if let Err(e) = self.spool.remove_partial(d.transfer) {
+                        warn!(transfer = %d.transfer, "removing it: {e}");
+                    }
+                }
             }
         }
         self.drain_events();
@@ -585,6 +631,8 @@ impl Daemon {
             }
         }
         self.retry_reopen();
+        self.refused
+            .retain(|_, t| now.saturating_duration_since(*t) < Duration::from_secs(60));
         let reading = Reading {
             core: stats,
             heartbeat_age: self.link.since_heartbeat(now).map(|d| d.as_secs_f64()),
@@ -665,10 +713,16 @@ impl Daemon {
         let _ = sd_notify::notify(&[NotifyState::Status(&line)]);
         let written = serde_json::to_vec_pretty(&s)
             .map_err(std::io::Error::other)
-            .and_then(|json| write_atomic(&self.spool.incoming, &self.spool.status_file(), &json));
-        if let Err(e) = written {
-            self.shared.disk_errors.fetch_add(1, Ordering::Relaxed);
-            warn!("writing {}: {e}", self.spool.status_file().display());
+            .and_then(|json| write_replace(&self.spool.incoming, &self.spool.status_file(), &json));
+        match written {
+            Ok(()) => self.status_failing = false,
+            Err(e) => {
+                self.shared.disk_errors.fetch_add(1, Ordering::Relaxed);
+                if !self.status_failing {
+                    warn!("writing {}: {e}", self.spool.status_file().display());
+                }
+                self.status_failing = true;
+            }
         }
     }
 }

@@ -18,6 +18,8 @@
 use std::fs::{self, File};
 use std::io::{self, BufReader};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Instant, SystemTime};
 
@@ -26,6 +28,7 @@ use tracing::{error, info, warn};
 use weir_protocol::bundle::{BundleInfo, HashingReader, Signer, TrustStore, Verified, verify};
 use weir_protocol::{BundleName, TransferDescriptor};
 
+use super::Shared;
 use super::writer::Reply;
 use crate::spool::{Spool, sync_dir, write_atomic, write_new};
 
@@ -36,6 +39,8 @@ pub struct PublishJob {
     pub descriptor: TransferDescriptor,
     /// The core already checked the whole-file BLAKE3 while receiving.
     pub hash_checked: bool,
+    /// Earlier attempts that failed for a local reason.
+    pub attempt: u32,
 }
 
 /// What became of a transfer.
@@ -59,6 +64,9 @@ pub enum Verdict {
     },
     /// The rebuilt file does not match the sender's BLAKE3: received again.
     Corrupt,
+    /// The partial file vanished from `incoming/` (removed by hand): the
+    /// transfer is received again.
+    Missing,
     /// Publishing failed for a local reason (disk full, permissions); kept
     /// in `incoming/` and retried.
     Deferred {
@@ -80,6 +88,7 @@ impl Verdict {
             Self::Duplicate { .. } => "duplicate",
             Self::Quarantined { .. } => "quarantined",
             Self::Corrupt => "corrupt",
+            Self::Missing => "missing",
             Self::Deferred { .. } => "deferred",
             Self::Expired { .. } => "expired",
         }
@@ -105,6 +114,9 @@ pub struct Outcome {
     /// The transfer, to receive it again if need be.
     #[serde(skip)]
     pub descriptor: TransferDescriptor,
+    /// Attempts so far (for the retry backoff).
+    #[serde(skip)]
+    pub attempt: u32,
 }
 
 /// The receipt published beside an accepted bundle.
@@ -155,21 +167,33 @@ pub struct Publisher {
     spool: Spool,
     trust: TrustStore,
     replies: Sender<Reply>,
+    shared: Arc<Shared>,
 }
 
 impl Publisher {
     /// A publisher into `spool`, verifying against `trust`.
-    pub fn new(spool: Spool, trust: TrustStore, replies: Sender<Reply>) -> Self {
+    pub fn new(
+        spool: Spool,
+        trust: TrustStore,
+        replies: Sender<Reply>,
+        shared: Arc<Shared>,
+    ) -> Self {
         Self {
             spool,
             trust,
             replies,
+            shared,
         }
     }
 
-    /// Runs until the job channel closes.
+    /// Runs until the job channel closes. Once the daemon is stopping,
+    /// queued jobs are left alone: they are complete on disk, and the next
+    /// start publishes them.
     pub fn run(self, jobs: Receiver<PublishJob>) {
         for job in jobs {
+            if self.shared.stopping.load(Ordering::Relaxed) {
+                continue;
+            }
             let started = Instant::now();
             let d = &job.descriptor;
             let verdict = match self.process(&job) {
@@ -190,6 +214,7 @@ impl Publisher {
                 verdict,
                 seconds: started.elapsed().as_secs_f64(),
                 descriptor: job.descriptor.clone(),
+                attempt: job.attempt,
             };
             let _ = self.replies.send(Reply::Outcome(outcome));
         }
@@ -199,7 +224,16 @@ impl Publisher {
         let d = &job.descriptor;
         let id = d.transfer;
         let part = self.spool.part(id);
-        let file = File::open(&part)?;
+        let file = match File::open(&part) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                warn!(transfer = %id, bundle = %d.name,
+                    "the partial file is gone from incoming/; receiving the transfer again");
+                self.spool.remove_partial(id)?;
+                return Ok(Verdict::Missing);
+            }
+            Err(e) => return Err(e),
+        };
         let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, file));
         let result = verify(&mut reader, &self.trust, SystemTime::now());
         if !job.hash_checked {
@@ -208,7 +242,9 @@ impl Publisher {
             if reader.finalize() != d.hash() {
                 warn!(transfer = %id, bundle = %d.name,
                     "rebuilt file does not match its BLAKE3; discarded, waiting for the next pass");
-                self.spool.remove_partial(id)?;
+                if let Err(e) = self.spool.remove_partial(id) {
+                    warn!(transfer = %id, "removing the corrupt partial file: {e}");
+                }
                 return Ok(Verdict::Corrupt);
             }
         }
@@ -287,12 +323,16 @@ impl Publisher {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return self.already_published(d, &file, &dest);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Leave no receipt without its bundle.
+                let _ = fs::remove_file(&receipt_path);
+                return Err(e);
+            }
         }
-        sync_dir(&self.spool.staging)?;
-        self.spool.remove_partial(id)?;
-        sync_dir(&self.spool.incoming)?;
-        self.spool.add_finished(id)?;
+        // Published. What follows is bookkeeping: a failure is logged, and
+        // a restart settles it (the bundle is found in staging/ with the
+        // same BLAKE3: a duplicate).
+        self.settle(id, &self.spool.staging);
         let signers: Vec<&str> = v.signers.iter().map(|s| s.id.as_str()).collect();
         info!(transfer = %id, bundle = %file, name = %m.name, version = %m.version,
             bytes = d.size, signers = ?signers, "published");
@@ -312,8 +352,7 @@ impl Publisher {
         let existing = h.finalize();
         if existing == d.hash() {
             info!(transfer = %d.transfer, bundle = %file, "duplicate of a published bundle; not republished");
-            self.spool.remove_partial(d.transfer)?;
-            self.spool.add_finished(d.transfer)?;
+            self.settle(d.transfer, &self.spool.incoming);
             return Ok(Verdict::Duplicate {
                 file: file.to_owned(),
             });
@@ -331,6 +370,19 @@ impl Publisher {
                 ),
             }],
         )
+    }
+
+    /// After a bundle was linked into `dir`: make that durable, drop the
+    /// partial file, remember the transfer as finished. Errors are logged.
+    fn settle(&self, id: weir_protocol::TransferId, dir: &std::path::Path) {
+        let steps = sync_dir(dir)
+            .and_then(|()| self.spool.remove_partial(id))
+            .and_then(|()| sync_dir(&self.spool.incoming))
+            .and_then(|()| self.spool.add_finished(id));
+        if let Err(e) = steps {
+            self.shared.disk_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(transfer = %id, "bookkeeping after publishing failed: {e}; a restart settles it");
+        }
     }
 
     fn quarantine(&self, d: &TransferDescriptor, reasons: Vec<ReasonEntry>) -> io::Result<Verdict> {
@@ -352,16 +404,14 @@ impl Publisher {
             &json,
         )?;
         let dest: PathBuf = q.join(format!("{id}.weir"));
-        // The id comes from the file's BLAKE3: an existing file of that
-        // name holds these very bytes.
+        // The id follows from the file's BLAKE3 (the core refuses any
+        // other): an existing file of that name holds these very bytes.
         match fs::hard_link(self.spool.part(id), &dest) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        sync_dir(q)?;
-        self.spool.remove_partial(id)?;
-        self.spool.add_finished(id)?;
+        self.settle(id, q);
         Ok(Verdict::Quarantined { reasons: codes })
     }
 }

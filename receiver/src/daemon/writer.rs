@@ -106,6 +106,17 @@ pub enum Reply {
     /// The core thought this transfer complete, but some blocks never
     /// reached the disk: receive them again.
     Reopen(TransferState),
+    /// The partial file could not be created: the transfer must start
+    /// afresh with its next descriptor.
+    StartFailed(TransferDescriptor),
+    /// Shards of a spilled block could not be written: the core must not
+    /// count on them.
+    SpillFailed {
+        /// The transfer.
+        transfer: TransferId,
+        /// Block index.
+        block: u32,
+    },
     /// What became of a complete transfer.
     Outcome(super::publish::Outcome),
 }
@@ -184,6 +195,15 @@ impl Writer {
 
     /// Runs until the job channel closes, then saves every state.
     pub fn run(mut self, jobs: Receiver<Job>) {
+        // Tells the receive loop if this thread ends, even by a panic, so
+        // that it does not wait forever on a queue nobody drains.
+        struct Alive(Arc<Shared>);
+        impl Drop for Alive {
+            fn drop(&mut self) {
+                self.0.writer_gone.store(true, Ordering::Relaxed);
+            }
+        }
+        let _alive = Alive(self.shared.clone());
         let mut next_checkpoint = Instant::now() + self.checkpoint;
         loop {
             let wait = next_checkpoint.saturating_duration_since(Instant::now());
@@ -239,7 +259,13 @@ impl Writer {
                         p.state.add_spilled(&s);
                         p.dirty = true;
                     }
-                    Err(e) => self.disk_error(s.transfer, "parking an incomplete block", &e),
+                    Err(e) => {
+                        self.disk_error(s.transfer, "parking an incomplete block", &e);
+                        let _ = self.replies.send(Reply::SpillFailed {
+                            transfer: s.transfer,
+                            block: s.block,
+                        });
+                    }
                 }
             }
             Job::Reload {
@@ -270,12 +296,19 @@ impl Writer {
     fn start(&mut self, d: TransferDescriptor) {
         let id = d.transfer;
         let path = self.spool.part(id);
-        let opened = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
+        // Never truncate in place: a leftover partial file may be the very
+        // inode a crash left linked into staging/ or quarantine/.
+        self.parts.remove(&id);
+        let opened = self
+            .spool
+            .remove_partial(id)
+            .and_then(|()| {
+                OpenOptions::new()
+                    .create_new(true)
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+            })
             .and_then(|f| f.set_len(d.size).map(|()| f));
         match opened {
             Ok(file) => {
@@ -289,7 +322,11 @@ impl Writer {
                     },
                 );
             }
-            Err(e) => self.disk_error(id, "creating the partial file", &e),
+            Err(e) => {
+                self.disk_error(id, "creating the partial file", &e);
+                let _ = std::fs::remove_file(&path);
+                let _ = self.replies.send(Reply::StartFailed(d));
+            }
         }
     }
 
@@ -327,12 +364,9 @@ impl Writer {
             return;
         }
         let Some(mut p) = self.parts.remove(&id) else {
-            // Never had a partial file (it could not be created): try
-            // again, and the core receives it all again.
-            self.start(descriptor.clone());
-            let _ = self
-                .replies
-                .send(Reply::Reopen(TransferState::new(descriptor)));
+            // Never had a partial file (it could not be created, and that
+            // was reported): the next descriptor starts it afresh.
+            let _ = self.replies.send(Reply::StartFailed(descriptor));
             return;
         };
         if !p.state.is_complete() {
@@ -357,6 +391,7 @@ impl Writer {
         let _ = self.publish.send(PublishJob {
             descriptor,
             hash_checked: digest == DigestCheck::Verified,
+            attempt: 0,
         });
     }
 

@@ -70,7 +70,10 @@ fn main() -> anyhow::Result<()> {
     println!("weir demo in {}\n", dir.display());
 
     // High side: a key and a signed bundle; low side: a trust store.
-    print!("{}", indent(&run(&sender, &["keygen", "--out", &d("release")])?));
+    print!(
+        "{}",
+        indent(&run(&sender, &["keygen", "--out", &d("release")])?)
+    );
     let dist = dir.join("dist");
     std::fs::create_dir_all(&dist)?;
     write_random_file(&dist.join("app.img"), 40 << 20, 1)?;
@@ -85,8 +88,20 @@ fn main() -> anyhow::Result<()> {
         indent(&run(
             &sender,
             &[
-                "bundle", "create", "--key", &d("release.key"), "--name", "app", "--version",
-                "1.0", "--label", "channel=demo", "--sbom", &d("app.cdx.json"), "--out", &bundle,
+                "bundle",
+                "create",
+                "--key",
+                &d("release.key"),
+                "--name",
+                "app",
+                "--version",
+                "1.0",
+                "--label",
+                "channel=demo",
+                "--sbom",
+                &d("app.cdx.json"),
+                "--out",
+                &bundle,
                 &d("dist"),
             ],
         )?)
@@ -97,8 +112,17 @@ fn main() -> anyhow::Result<()> {
         indent(&run(
             &receiver,
             &[
-                "trust", "add", "--trust", &trust, "--id", "release", "--name", "Release key",
-                "--role", "build", &d("release.pub"),
+                "trust",
+                "add",
+                "--trust",
+                &trust,
+                "--id",
+                "release",
+                "--name",
+                "Release key",
+                "--role",
+                "build",
+                &d("release.pub"),
             ],
         )?)
     );
@@ -148,7 +172,9 @@ fn main() -> anyhow::Result<()> {
 
     // An operator drops the bundle into the outbox.
     let outbox = dir.join("tx-spool").join("outbox");
-    wait_for("the sender's outbox", Duration::from_secs(10), || outbox.exists())?;
+    wait_for("the sender's outbox", Duration::from_secs(10), || {
+        outbox.exists()
+    })?;
     let t = Instant::now();
     std::fs::copy(&bundle, outbox.join("app-1.0.weir"))?;
     println!("\ncopied app-1.0.weir into {}", outbox.display());
@@ -172,13 +198,19 @@ fn main() -> anyhow::Result<()> {
     // What an operator sees.
     std::thread::sleep(Duration::from_millis(1100));
     let rx_config = rx.config.display().to_string();
-    print!("{}", indent(&run(&receiver, &["status", "--config", &rx_config])?));
+    print!(
+        "{}",
+        indent(&run(&receiver, &["status", "--config", &rx_config])?)
+    );
     let staging = rx.spool.join("staging").display().to_string();
     print!("{}", indent(&run(Path::new("ls"), &["-l", &staging])?));
     let receipt = std::fs::read_to_string(rx.spool.join("staging").join("app_1.0.receipt.json"))?;
     println!("receipt:\n{}", indent(&receipt));
     let metrics = rx.scrape()?;
-    println!("metrics (excerpt of http://{}/metrics):", rx.metrics_addr()?);
+    println!(
+        "metrics (excerpt of http://{}/metrics):",
+        rx.metrics_addr()?
+    );
     for line in metrics.lines().filter(|l| {
         !l.starts_with('#')
             && (l.starts_with("weir_receiver_blocks_total")

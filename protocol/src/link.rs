@@ -111,14 +111,16 @@ impl LinkEncoder {
     pub fn overhead(&self) -> usize {
         self.integrity.overhead()
     }
-    /// The largest shard (an even number of bytes) that fits a datagram of
-    /// `max_datagram` bytes, or `None` if none does.
+    /// The largest shard that fits a datagram of `max_datagram` bytes, or
+    /// `None` if none does. Shards are a multiple of 16 bytes, so that a
+    /// block of 256 shards is a multiple of 4096 bytes and the receiver can
+    /// write whole blocks with direct I/O.
     pub fn shard_size_for(&self, max_datagram: usize) -> Option<u16> {
         let room = max_datagram
             .min(wire::MAX_DATAGRAM)
             .checked_sub(self.overhead())?;
-        let even = room & !1;
-        u16::try_from(even).ok().filter(|&s| s >= 2)
+        let aligned = room & !15;
+        u16::try_from(aligned).ok().filter(|&s| s >= 16)
     }
 }
 
@@ -156,13 +158,13 @@ mod tests {
     #[test]
     fn shard_size_follows_the_mtu() {
         let crc = LinkEncoder::new(0, Integrity::Crc32c);
-        assert_eq!(crc.shard_size_for(1472), Some(1428));
+        assert_eq!(crc.shard_size_for(1472), Some(1424));
         let mac = LinkEncoder::new(
             0,
             Integrity::Mac(crate::wire::LinkKey::from_secret(&[0; 32])),
         );
-        assert_eq!(mac.shard_size_for(1472), Some(1416));
-        assert_eq!(mac.shard_size_for(8972), Some(8916));
+        assert_eq!(mac.shard_size_for(1472), Some(1408));
+        assert_eq!(mac.shard_size_for(8972), Some(8912));
         assert_eq!(crc.shard_size_for(20), None);
         assert_eq!(crc.shard_size_for(65000), Some(8928));
     }

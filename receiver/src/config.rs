@@ -63,6 +63,14 @@ pub struct RawSpool {
     pub root: PathBuf,
     /// Trust store bundles are verified against.
     pub trust: PathBuf,
+    /// Write whole blocks with direct I/O (bypassing the page cache) where
+    /// the filesystem supports it.
+    #[serde(default = "default_true")]
+    pub direct_io: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[limits]`: what one receiver may hold.
@@ -200,6 +208,8 @@ pub struct Settings {
     pub spool: PathBuf,
     /// Trust store path.
     pub trust: PathBuf,
+    /// Direct I/O for whole blocks.
+    pub direct_io: bool,
     /// Transfers at once.
     pub transfers: usize,
     /// Reassembly memory.
@@ -345,6 +355,7 @@ impl Settings {
             receive_buffer: usize::try_from(receive_buffer).unwrap_or(usize::MAX),
             spool: raw.spool.root.clone(),
             trust: raw.spool.trust.clone(),
+            direct_io: raw.spool.direct_io,
             transfers: m.transfers,
             memory: usize::try_from(memory).unwrap_or(usize::MAX),
             write_queue: usize::try_from(write_queue).unwrap_or(usize::MAX),

@@ -358,7 +358,7 @@ impl Settings {
             .context("link.key_file")?;
         let f = &raw.fec;
         // The shard size follows the MTU; check K, M, D with the smallest.
-        FecParams::new(f.data_shards, f.parity_shards, 1396, f.interleave)
+        FecParams::new(f.data_shards, f.parity_shards, 1392, f.interleave)
             .map_err(|e| anyhow!("fec: {e}"))?;
         if raw.transfer.passes == 0 {
             anyhow::bail!("transfer.passes: must be at least 1");

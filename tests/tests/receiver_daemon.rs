@@ -109,7 +109,7 @@ impl Setup {
 /// Every frame of one pass over `bytes`, as the sender would make them.
 fn frames(bytes: &[u8], name: &str, passes: u32, epoch: u64) -> Vec<Vec<u8>> {
     let hash = blake3::hash(bytes);
-    let fec = FecParams::new(256, 64, 1432, 16)
+    let fec = FecParams::new(256, 64, 1424, 16)
         .unwrap()
         .fitted_to(bytes.len() as u64);
     let desc = TransferDescriptor::new(
@@ -353,7 +353,7 @@ fn kill_9_mid_transfer_then_restart_resumes_and_never_shows_a_partial_file() {
     let text = s.rx.scrape().unwrap();
     let rebuilt = metric(&text, "weir_receiver_blocks_total{how=\"clean\"}")
         + metric(&text, "weir_receiver_blocks_total{how=\"repaired\"}");
-    let blocks = len.div_ceil(256 * 1432) as f64;
+    let blocks = len.div_ceil(256 * 1424) as f64;
     assert!(
         rebuilt + 20.0 <= blocks,
         "rebuilt {rebuilt} of {blocks} blocks after the restart"
@@ -645,7 +645,7 @@ fn a_full_disk_keeps_the_transfer_pending_and_it_completes_once_space_returns() 
 /// The descriptor the sender makes for `bytes` at MTU 1500.
 fn describe(bytes: &[u8], name: &str) -> TransferDescriptor {
     let hash = blake3::hash(bytes);
-    let fec = FecParams::new(256, 64, 1432, 16)
+    let fec = FecParams::new(256, 64, 1424, 16)
         .unwrap()
         .fitted_to(bytes.len() as u64);
     TransferDescriptor::new(

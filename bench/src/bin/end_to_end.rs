@@ -149,7 +149,14 @@ fn baseline_gso(size: usize, total: u64) -> anyhow::Result<Arrivals> {
 /// One transfer through both daemons.
 #[derive(Debug, Clone, Copy)]
 struct Run {
+    /// Bundle bytes per second from the first frame to publication.
     goodput: f64,
+    /// Seconds from the outbox to staging/.
+    latency: f64,
+    /// Seconds before the first frame (settle time and the sender's check).
+    first: f64,
+    /// Seconds the receiver spent verifying and publishing.
+    verify: f64,
     sender_cpu: f64,
     receiver_cpu: f64,
     sender_rss: u64,
@@ -207,10 +214,23 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
     let t0 = Instant::now();
     std::fs::hard_link(bundle, outbox.join("bench.weir"))?;
     let staged = rx.spool.join("staging").join("bench_1.weir");
-    let arrived = wait_for("the bundle in staging/", Duration::from_secs(120), || {
+    // The transfer starts when the receiver creates its partial file (at
+    // the first descriptor, after the sender's settle time and check).
+    let incoming = rx.spool.join("incoming");
+    let mut first = None;
+    let arrived = wait_for("the bundle in staging/", Duration::from_secs(60), || {
+        if first.is_none()
+            && std::fs::read_dir(&incoming).is_ok_and(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+            })
+        {
+            first = Some(t0.elapsed().as_secs_f64());
+        }
         staged.exists()
     });
     let secs = t0.elapsed().as_secs_f64();
+    let first = first.unwrap_or(0.0);
     let (tx_cpu, rx_cpu) = (
         cpu_seconds(Some(pid(&tx))) - tx_cpu0,
         cpu_seconds(Some(rx_pid)) - rx_cpu0,
@@ -218,10 +238,16 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
     let (tx_rss, rx_rss) = (peak_rss(pid(&tx)), peak_rss(rx_pid));
     if let Err(e) = arrived {
         let _ = terminate(&mut tx);
-        bail!("{e}\n{}", rx.log_text());
+        let m = rx.scrape().unwrap_or_default();
+        let counters: Vec<&str> = m
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.ends_with(" 0"))
+            .collect();
+        bail!("{e}\n{}\nmetrics:\n{}", rx.log_text(), counters.join("\n"));
     }
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(1100));
     let m = rx.scrape()?;
+    let verify = rx.status()?["recent"][0]["seconds"].as_f64().unwrap_or(0.0);
     terminate(&mut tx)?;
     rx.stop()?;
     if std::fs::metadata(&staged)?.len() != size {
@@ -229,7 +255,10 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
     }
     let gb = size as f64 / 1e9;
     Ok(Run {
-        goodput: size as f64 / secs,
+        goodput: size as f64 / (secs - first),
+        latency: secs,
+        first,
+        verify,
         sender_cpu: tx_cpu / gb,
         receiver_cpu: rx_cpu / gb,
         sender_rss: tx_rss,
@@ -312,10 +341,18 @@ fn main() -> anyhow::Result<()> {
         );
         let (mut plain, mut gso, mut weir) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..runs {
-            eprintln!("  run {}: baseline, one datagram per syscall", i + 1);
-            let p = baseline_plain(datagram, size)?;
-            eprintln!("  run {}: baseline, GSO/GRO", i + 1);
-            let g = baseline_gso(datagram, size)?;
+            let (p, g) = if std::env::var_os("WEIR_BENCH_WEIR_ONLY").is_some() {
+                let none = Arrivals {
+                    bytes: 0,
+                    secs: 0.0,
+                };
+                (none, none)
+            } else {
+                eprintln!("  run {}: baseline, one datagram per syscall", i + 1);
+                let p = baseline_plain(datagram, size)?;
+                eprintln!("  run {}: baseline, GSO/GRO", i + 1);
+                (p, baseline_gso(datagram, size)?)
+            };
             if std::env::var_os("WEIR_BENCH_BASELINES_ONLY").is_some() {
                 println!(
                     "  run {}: 1/syscall {:6.0} MB/s ({} of {} bytes arrived) | GSO/GRO {:6.0} MB/s ({} bytes arrived)",
@@ -331,9 +368,12 @@ fn main() -> anyhow::Result<()> {
             eprintln!("  run {}: weir-sender run -> weir-receiver run", i + 1);
             let w = weir_run(&bins, dir.path(), &bundle, mtu, &rate)?;
             println!(
-                "  run {}: weir {:6.0} MB/s (sender {:.2} + receiver {:.2} CPU s/GB, RSS {:.0} / {:.0} MiB, {} frames lost, {} kernel drops, {} blocks repaired) | 1/syscall {:6.0} MB/s | GSO/GRO {:6.0} MB/s",
+                "  run {}: weir {:6.0} MB/s (outbox to staging/ {:.2} s, first frame after {:.2} s, verify and publish {:.2} s; sender {:.2} + receiver {:.2} CPU s/GB, RSS {:.0} / {:.0} MiB, {} frames lost, {} kernel drops, {} blocks repaired) | 1/syscall {:6.0} MB/s | GSO/GRO {:6.0} MB/s",
                 i + 1,
                 w.goodput / 1e6,
+                w.latency,
+                w.first,
+                w.verify,
                 w.sender_cpu,
                 w.receiver_cpu,
                 w.sender_rss as f64 / 1048576.0,

@@ -17,6 +17,7 @@
 //! waits (counted as stall time) and the kernel drops what its buffer
 //! cannot hold; later passes fill those gaps.
 
+pub mod direct;
 pub mod link;
 pub mod metrics;
 pub mod publish;
@@ -193,6 +194,11 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         settings.checkpoint,
         settings.transfer_expiry,
     );
+    let writer = if settings.direct_io {
+        writer
+    } else {
+        writer.without_direct_io()
+    };
     let writer = std::thread::Builder::new()
         .name("writer".into())
         .spawn(move || writer.run(job_rx))?;

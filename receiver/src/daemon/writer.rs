@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 use weir_protocol::{DigestCheck, SpilledBlock, TransferDescriptor, TransferId, TransferState};
 
 use super::Shared;
+use super::direct::{self, ALIGN, Bounce, round_up};
 use super::publish::PublishJob;
 use crate::spool::{Spool, write_atomic};
 
@@ -125,6 +126,8 @@ pub enum Reply {
 #[derive(Debug)]
 struct Part {
     file: File,
+    /// The same file opened for direct I/O, for whole aligned blocks.
+    direct: Option<File>,
     state: TransferState,
     /// Blocks or shards written since the last checkpoint.
     dirty: bool,
@@ -168,6 +171,10 @@ pub struct Writer {
     /// Complete transfers whose state could not be saved (disk full):
     /// retried at every checkpoint.
     unsaved: Vec<(TransferDescriptor, DigestCheck)>,
+    /// Aligned buffer for direct writes.
+    bounce: Bounce,
+    /// Write whole blocks with direct I/O where the filesystem allows.
+    direct_io: bool,
 }
 
 impl Writer {
@@ -190,7 +197,16 @@ impl Writer {
             expiry,
             last_error_log: None,
             unsaved: Vec::new(),
+            bounce: Bounce::default(),
+            direct_io: true,
         }
+    }
+
+    /// Writes every block through the page cache (for tests and
+    /// filesystems where direct I/O is slow).
+    pub fn without_direct_io(mut self) -> Self {
+        self.direct_io = false;
+        self
     }
 
     /// Runs until the job channel closes, then saves every state.
@@ -237,7 +253,27 @@ impl Writer {
                 let Some(p) = self.parts.get_mut(&transfer) else {
                     return;
                 };
-                match p.file.write_all_at(&data, offset) {
+                let size = p.state.descriptor.size;
+                let direct = p.direct.as_ref().filter(|_| {
+                    // Whole aligned blocks, and the last one (its padding
+                    // lies beyond the end of the file, cut at completion).
+                    offset % ALIGN == 0
+                        && (data.len() as u64 % ALIGN == 0 || offset + data.len() as u64 == size)
+                });
+                let written = match direct {
+                    Some(d) => self.bounce.write_at(d, &data, offset).or_else(|e| {
+                        // EINVAL: direct I/O refused after all; use the
+                        // page cache for this file from now on.
+                        if e.raw_os_error() == Some(libc::EINVAL) {
+                            p.direct = None;
+                            p.file.write_all_at(&data, offset)
+                        } else {
+                            Err(e)
+                        }
+                    }),
+                    None => p.file.write_all_at(&data, offset),
+                };
+                match written {
                     Ok(()) => {
                         p.state.set_done(block);
                         p.dirty = true;
@@ -309,14 +345,18 @@ impl Writer {
                     .write(true)
                     .open(&path)
             })
-            .and_then(|f| f.set_len(d.size).map(|()| f));
+            // Room for the last block's padding; cut at completion.
+            .and_then(|f| f.set_len(round_up(d.size)).map(|()| f));
         match opened {
             Ok(file) => {
-                info!(transfer = %id, bundle = %d.name, bytes = d.size, blocks = d.block_count, "receiving");
+                let direct = self.direct_io.then(|| direct::open(&path)).flatten();
+                info!(transfer = %id, bundle = %d.name, bytes = d.size, blocks = d.block_count,
+                    direct_io = direct.is_some(), "receiving");
                 self.parts.insert(
                     id,
                     Part {
                         file,
+                        direct,
                         state: TransferState::new(d),
                         dirty: true,
                     },
@@ -335,10 +375,12 @@ impl Writer {
         let path = self.spool.part(id);
         match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(file) => {
+                let direct = self.direct_io.then(|| direct::open(&path)).flatten();
                 self.parts.insert(
                     id,
                     Part {
                         file,
+                        direct,
                         state,
                         dirty: false,
                     },
@@ -381,6 +423,13 @@ impl Writer {
             return;
         }
         p.dirty = true;
+        // Cut the padding of the last block.
+        if let Err(e) = p.file.set_len(descriptor.size) {
+            self.disk_error(id, "cutting the partial file to size", &e);
+            self.parts.insert(id, p);
+            self.unsaved.push((descriptor, digest));
+            return;
+        }
         if !self.save(id, &mut p) {
             // Not durable yet: keep it and retry at the next checkpoint.
             self.parts.insert(id, p);

@@ -42,7 +42,7 @@ impl Bounce {
     /// aligned; the caller makes sure the padding lies beyond the data's
     /// end of file or is rewritten later.
     pub fn write_at(&mut self, file: &File, data: &[u8], offset: u64) -> io::Result<()> {
-        if offset % ALIGN != 0 {
+        if !offset.is_multiple_of(ALIGN) {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
         let len = round_up(data.len() as u64) as usize;

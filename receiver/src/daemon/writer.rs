@@ -257,8 +257,8 @@ impl Writer {
                 let direct = p.direct.as_ref().filter(|_| {
                     // Whole aligned blocks, and the last one (its padding
                     // lies beyond the end of the file, cut at completion).
-                    offset % ALIGN == 0
-                        && (data.len() as u64 % ALIGN == 0 || offset + data.len() as u64 == size)
+                    offset.is_multiple_of(ALIGN)
+                        && ((data.len() as u64).is_multiple_of(ALIGN) || offset + data.len() as u64 == size)
                 });
                 let written = match direct {
                     Some(d) => self.bounce.write_at(d, &data, offset).or_else(|e| {

@@ -247,7 +247,11 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
     }
     std::thread::sleep(Duration::from_millis(1100));
     let m = rx.scrape()?;
-    let verify = rx.status()?["recent"][0]["seconds"].as_f64().unwrap_or(0.0);
+    let verify = rx
+        .status()?
+        .pointer("/recent/0/seconds")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0);
     terminate(&mut tx)?;
     rx.stop()?;
     if std::fs::metadata(&staged)?.len() != size {

@@ -258,7 +258,8 @@ impl Writer {
                     // Whole aligned blocks, and the last one (its padding
                     // lies beyond the end of the file, cut at completion).
                     offset.is_multiple_of(ALIGN)
-                        && ((data.len() as u64).is_multiple_of(ALIGN) || offset + data.len() as u64 == size)
+                        && ((data.len() as u64).is_multiple_of(ALIGN)
+                            || offset + data.len() as u64 == size)
                 });
                 let written = match direct {
                     Some(d) => self.bounce.write_at(d, &data, offset).or_else(|e| {

@@ -59,6 +59,11 @@ pub struct ReassemblerConfig {
     /// not been seen (it was lost, or the receiver started mid-transfer);
     /// they are replayed when it arrives. Part of `max_memory`.
     pub limbo_memory: usize,
+    /// Hash each file as its blocks are rebuilt (the digest then comes
+    /// with [`Event::TransferComplete`]). A driver that hashes the file
+    /// itself, off the receive path, turns it off: every completion then
+    /// says [`DigestCheck::NeedsReadBack`].
+    pub hash_while_receiving: bool,
 }
 
 impl Default for ReassemblerConfig {
@@ -71,6 +76,7 @@ impl Default for ReassemblerConfig {
             remember_finished: 4096,
             max_transfer_size: MAX_TRANSFER_LEN,
             limbo_memory: 2 << 20,
+            hash_while_receiving: true,
         }
     }
 }
@@ -671,7 +677,7 @@ impl Reassembler {
             let bits = Bits::from_words(words, k).ok_or(StateError::Inconsistent)?;
             spilled.insert(b, bits);
         }
-        let fresh = done.count() == 0;
+        let fresh = done.count() == 0 && self.config.hash_while_receiving;
         self.transfers.insert(
             id,
             Transfer {
@@ -900,7 +906,7 @@ impl Reassembler {
             desc: desc.clone(),
             pending: HashMap::new(),
             spilled: HashMap::new(),
-            hasher: Some(blake3::Hasher::new()),
+            hasher: self.config.hash_while_receiving.then(blake3::Hasher::new),
             hashed: 0,
             unhashed: BTreeMap::new(),
             last_seen: now,

@@ -21,6 +21,7 @@ pub mod direct;
 pub mod link;
 pub mod metrics;
 pub mod publish;
+pub mod streaming;
 pub mod writer;
 
 use std::collections::{HashMap, VecDeque};
@@ -135,7 +136,7 @@ pub fn load_trust(path: &Path) -> anyhow::Result<TrustStore> {
 pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let spool = Spool::open(&settings.spool)
         .with_context(|| format!("creating the spool under {}", settings.spool.display()))?;
-    let trust = load_trust(&settings.trust)?;
+    let trust = Arc::new(load_trust(&settings.trust)?);
     let (listener, granted) = Listener::bind(settings.listen, settings.receive_buffer)
         .with_context(|| format!("listening on {}", settings.listen))?;
     let needed = (settings.rate.bytes_per_sec() * BUFFER_SECONDS) as usize;
@@ -168,6 +169,9 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         transfer_expiry: settings.transfer_expiry,
         remember_finished: REMEMBER_FINISHED,
         max_transfer_size: settings.max_bundle,
+        // The writer's verifiers hash the file as it lands, off the
+        // receive thread.
+        hash_while_receiving: false,
         ..ReassemblerConfig::default()
     });
 
@@ -188,6 +192,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let (pub_tx, pub_rx) = mpsc::channel();
     let writer = Writer::new(
         spool.clone(),
+        trust.clone(),
         reply_tx.clone(),
         pub_tx.clone(),
         shared.clone(),
@@ -549,6 +554,7 @@ impl Daemon {
                                     descriptor: o.descriptor.clone(),
                                     hash_checked: false,
                                     attempt: o.attempt.saturating_add(1),
+                                    verifier: None,
                                 },
                             ));
                         }

@@ -29,6 +29,7 @@ use weir_protocol::bundle::{BundleInfo, HashingReader, Signer, TrustStore, Verif
 use weir_protocol::{BundleName, TransferDescriptor};
 
 use super::Shared;
+use super::streaming::Verifier;
 use super::writer::Reply;
 use crate::spool::{Spool, sync_dir, write_atomic, write_new};
 
@@ -41,6 +42,9 @@ pub struct PublishJob {
     pub hash_checked: bool,
     /// Earlier attempts that failed for a local reason.
     pub attempt: u32,
+    /// The verifier that followed the transfer as it arrived; without
+    /// one, the publisher reads the file itself.
+    pub verifier: Option<Verifier>,
 }
 
 /// What became of a transfer.
@@ -165,7 +169,7 @@ struct ReasonEntry {
 #[derive(Debug)]
 pub struct Publisher {
     spool: Spool,
-    trust: TrustStore,
+    trust: Arc<TrustStore>,
     replies: Sender<Reply>,
     shared: Arc<Shared>,
 }
@@ -174,7 +178,7 @@ impl Publisher {
     /// A publisher into `spool`, verifying against `trust`.
     pub fn new(
         spool: Spool,
-        trust: TrustStore,
+        trust: Arc<TrustStore>,
         replies: Sender<Reply>,
         shared: Arc<Shared>,
     ) -> Self {
@@ -190,13 +194,17 @@ impl Publisher {
     /// queued jobs are left alone: they are complete on disk, and the next
     /// start publishes them.
     pub fn run(self, jobs: Receiver<PublishJob>) {
-        for job in jobs {
+        for mut job in jobs {
+            let verifier = job.verifier.take();
             if self.shared.stopping.load(Ordering::Relaxed) {
+                if let Some(v) = verifier {
+                    v.cancel();
+                }
                 continue;
             }
             let started = Instant::now();
             let d = &job.descriptor;
-            let verdict = match self.process(&job) {
+            let verdict = match self.process(&job, verifier) {
                 Ok(v) => v,
                 Err(e) => {
                     error!(transfer = %d.transfer, bundle = %d.name,
@@ -220,9 +228,17 @@ impl Publisher {
         }
     }
 
-    fn process(&self, job: &PublishJob) -> io::Result<Verdict> {
+    fn process(&self, job: &PublishJob, verifier: Option<Verifier>) -> io::Result<Verdict> {
         let d = &job.descriptor;
         let id = d.transfer;
+        if let Some(v) = verifier {
+            // Followed the transfer: only its tail was left to read.
+            let found = v.finish()?;
+            if found.hash != d.hash() {
+                return Ok(self.corrupt(d));
+            }
+            return self.judge(d, found.verdict);
+        }
         let part = self.spool.part(id);
         let file = match File::open(&part) {
             Ok(f) => f,
@@ -240,14 +256,29 @@ impl Publisher {
             // Verification stops at the end of the archive.
             io::copy(&mut reader, &mut io::sink())?;
             if reader.finalize() != d.hash() {
-                warn!(transfer = %id, bundle = %d.name,
-                    "rebuilt file does not match its BLAKE3; discarded, waiting for the next pass");
-                if let Err(e) = self.spool.remove_partial(id) {
-                    warn!(transfer = %id, "removing the corrupt partial file: {e}");
-                }
-                return Ok(Verdict::Corrupt);
+                return Ok(self.corrupt(d));
             }
         }
+        self.judge(d, result)
+    }
+
+    /// The file does not match the sender's BLAKE3: drop it.
+    fn corrupt(&self, d: &TransferDescriptor) -> Verdict {
+        warn!(transfer = %d.transfer, bundle = %d.name,
+            "rebuilt file does not match its BLAKE3; discarded, receiving it again");
+        if let Err(e) = self.spool.remove_partial(d.transfer) {
+            warn!(transfer = %d.transfer, "removing the corrupt partial file: {e}");
+        }
+        Verdict::Corrupt
+    }
+
+    /// Publishes or quarantines a complete, hash-checked file.
+    fn judge(
+        &self,
+        d: &TransferDescriptor,
+        result: Result<Verified<BundleInfo>, weir_protocol::bundle::Rejection>,
+    ) -> io::Result<Verdict> {
+        let id = d.transfer;
         match result {
             Ok(v) => self.accept(d, &v),
             Err(rejection) => {

@@ -25,11 +25,13 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use serde::Serialize;
 use tracing::{error, info, warn};
+use weir_protocol::bundle::TrustStore;
 use weir_protocol::{DigestCheck, SpilledBlock, TransferDescriptor, TransferId, TransferState};
 
 use super::Shared;
 use super::direct::{self, ALIGN, Bounce, round_up};
 use super::publish::PublishJob;
+use super::streaming::Verifier;
 use crate::spool::{Spool, write_atomic};
 
 /// Work for the writer, in the order the core produced it.
@@ -128,9 +130,27 @@ struct Part {
     file: File,
     /// The same file opened for direct I/O, for whole aligned blocks.
     direct: Option<File>,
+    /// Verifies the file as its blocks land, from the start.
+    verifier: Option<Verifier>,
+    /// The first block not yet written: everything before it can be read.
+    next_block: u32,
     state: TransferState,
     /// Blocks or shards written since the last checkpoint.
     dirty: bool,
+}
+
+impl Part {
+    /// Moves the verifier's mark past every block written without a gap.
+    fn advance(&mut self) {
+        let d = &self.state.descriptor;
+        while self.next_block < d.block_count && self.state.is_done(self.next_block) {
+            self.next_block += 1;
+        }
+        if let Some(v) = &self.verifier {
+            let ready = d.block_offset(self.next_block).min(d.size);
+            v.progress().advance(ready);
+        }
+    }
 }
 
 /// A transfer that expired incomplete, as reported in `failed/`.
@@ -175,12 +195,15 @@ pub struct Writer {
     bounce: Bounce,
     /// Write whole blocks with direct I/O where the filesystem allows.
     direct_io: bool,
+    /// The trust store, for the verifiers.
+    trust: Arc<TrustStore>,
 }
 
 impl Writer {
     /// A writer over `spool`.
     pub fn new(
         spool: Spool,
+        trust: Arc<TrustStore>,
         replies: Sender<Reply>,
         publish: Sender<PublishJob>,
         shared: Arc<Shared>,
@@ -199,6 +222,7 @@ impl Writer {
             unsaved: Vec::new(),
             bounce: Bounce::default(),
             direct_io: true,
+            trust,
         }
     }
 
@@ -238,6 +262,23 @@ impl Writer {
             }
         }
         self.checkpoint_all();
+        for (_, p) in self.parts.drain() {
+            if let Some(v) = p.verifier {
+                v.cancel();
+            }
+        }
+    }
+
+    /// Starts a verifier on a partial file, if a thread can be had (the
+    /// publisher reads the file itself otherwise).
+    fn verifier(&self, d: &TransferDescriptor) -> Option<Verifier> {
+        match Verifier::spawn(&self.spool.part(d.transfer), d.size, self.trust.clone()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!(transfer = %d.transfer, "no verifier while receiving ({e}); verifying at the end");
+                None
+            }
+        }
     }
 
     fn handle(&mut self, job: Job) {
@@ -279,6 +320,9 @@ impl Writer {
                         p.state.set_done(block);
                         p.dirty = true;
                         self.shared.blocks_written.fetch_add(1, Ordering::Relaxed);
+                        if block == p.next_block {
+                            p.advance();
+                        }
                     }
                     Err(e) => self.disk_error(transfer, "writing a block", &e),
                 }
@@ -335,7 +379,9 @@ impl Writer {
         let path = self.spool.part(id);
         // Never truncate in place: a leftover partial file may be the very
         // inode a crash left linked into staging/ or quarantine/.
-        self.parts.remove(&id);
+        if let Some(old) = self.parts.remove(&id).and_then(|p| p.verifier) {
+            old.cancel();
+        }
         let opened = self
             .spool
             .remove_partial(id)
@@ -353,11 +399,14 @@ impl Writer {
                 let direct = self.direct_io.then(|| direct::open(&path)).flatten();
                 info!(transfer = %id, bundle = %d.name, bytes = d.size, blocks = d.block_count,
                     direct_io = direct.is_some(), "receiving");
+                let verifier = self.verifier(&d);
                 self.parts.insert(
                     id,
                     Part {
                         file,
                         direct,
+                        verifier,
+                        next_block: 0,
                         state: TransferState::new(d),
                         dirty: true,
                     },
@@ -377,15 +426,17 @@ impl Writer {
         match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(file) => {
                 let direct = self.direct_io.then(|| direct::open(&path)).flatten();
-                self.parts.insert(
-                    id,
-                    Part {
-                        file,
-                        direct,
-                        state,
-                        dirty: false,
-                    },
-                );
+                let verifier = self.verifier(&state.descriptor);
+                let mut part = Part {
+                    file,
+                    direct,
+                    verifier,
+                    next_block: 0,
+                    state,
+                    dirty: false,
+                };
+                part.advance();
+                self.parts.insert(id, part);
             }
             Err(e) => self.disk_error(id, "reopening the partial file", &e),
         }
@@ -397,7 +448,9 @@ impl Writer {
             // The core will start over when the next pass describes it.
             warn!(transfer = %id, bundle = %descriptor.name,
                 "rebuilt file does not match its BLAKE3; discarded, waiting for the next pass");
-            self.parts.remove(&id);
+            if let Some(v) = self.parts.remove(&id).and_then(|p| p.verifier) {
+                v.cancel();
+            }
             if let Err(e) = self.spool.remove_partial(id) {
                 self.disk_error(id, "removing a corrupt partial file", &e);
             }
@@ -437,21 +490,25 @@ impl Writer {
             self.unsaved.push((descriptor, digest));
             return;
         }
-        drop(p);
         let _ = self.publish.send(PublishJob {
             descriptor,
             hash_checked: digest == DigestCheck::Verified,
             attempt: 0,
+            verifier: p.verifier.take(),
         });
     }
 
     fn expired(&mut self, d: TransferDescriptor, missing: Vec<Range<u32>>) {
         let id = d.transfer;
-        let received = self
-            .parts
-            .remove(&id)
-            .map(|p| p.state.blocks_done())
-            .unwrap_or(0);
+        let received = match self.parts.remove(&id) {
+            Some(p) => {
+                if let Some(v) = p.verifier {
+                    v.cancel();
+                }
+                p.state.blocks_done()
+            }
+            None => 0,
+        };
         let lacking: u32 = missing.iter().map(|r| r.end - r.start).sum();
         let report = FailedReport {
             transfer: id.to_string(),

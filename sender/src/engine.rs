@@ -235,7 +235,9 @@ impl Engine {
                 recycle: recycle_rx,
                 parcel: Vec::with_capacity(PARCEL_BATCHES),
             };
-            let worker = scope.spawn(|| producer.run(chunker, preempt, &halt, queue));
+            let worker = std::thread::Builder::new()
+                .name("frames".into())
+                .spawn_scoped(scope, || producer.run(chunker, preempt, &halt, queue))?;
             let mut sent_bytes = 0u64;
             let mut last_progress = Instant::now();
             let mut result = SendOutcome::Done;

@@ -23,6 +23,8 @@
 //! WEIR_BENCH_SIZE=4GiB WEIR_BENCH_MTUS=9000 WEIR_BENCH_RUNS=1 target/release/end_to_end
 //! ```
 //! Rates: `WEIR_BENCH_RATE_1500`, `WEIR_BENCH_RATE_9000` (the sender's pacing).
+//! `WEIR_BENCH_PERF=file` records a `perf` profile of both daemons from the
+//! drop into the outbox to the publication.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -164,6 +166,8 @@ struct Run {
     repaired: f64,
     lost: f64,
     kernel_drops: f64,
+    /// Seconds the receive loop waited for the writer.
+    stall: f64,
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -211,6 +215,20 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
     })?;
     std::thread::sleep(Duration::from_millis(300));
     let (tx_cpu0, rx_cpu0) = (cpu_seconds(Some(pid(&tx))), cpu_seconds(Some(rx_pid)));
+    // Optional profile of both daemons over the transfer alone.
+    let perf = match std::env::var_os("WEIR_BENCH_PERF") {
+        Some(out) => Some(
+            Command::new("perf")
+                .args(["record", "-F", "999", "-o"])
+                .arg(out)
+                .arg("-p")
+                .arg(format!("{},{rx_pid}", pid(&tx)))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        ),
+        None => None,
+    };
     let t0 = Instant::now();
     std::fs::hard_link(bundle, outbox.join("bench.weir"))?;
     let staged = rx.spool.join("staging").join("bench_1.weir");
@@ -236,6 +254,12 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
         cpu_seconds(Some(rx_pid)) - rx_cpu0,
     );
     let (tx_rss, rx_rss) = (peak_rss(pid(&tx)), peak_rss(rx_pid));
+    if let Some(mut p) = perf {
+        let _ = Command::new("kill")
+            .args(["-INT", &p.id().to_string()])
+            .status();
+        let _ = p.wait();
+    }
     if let Err(e) = arrived {
         let _ = terminate(&mut tx);
         let m = rx.scrape().unwrap_or_default();
@@ -270,6 +294,7 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
         repaired: metric(&m, "weir_receiver_blocks_total{how=\"repaired\"}"),
         lost: metric(&m, "weir_receiver_frames_lost_total"),
         kernel_drops: metric(&m, "weir_receiver_kernel_drops_total"),
+        stall: metric(&m, "weir_receiver_receive_stall_seconds_total"),
     })
 }
 
@@ -372,7 +397,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("  run {}: weir-sender run -> weir-receiver run", i + 1);
             let w = weir_run(&bins, dir.path(), &bundle, mtu, &rate)?;
             println!(
-                "  run {}: weir {:6.0} MB/s (outbox to staging/ {:.2} s, first frame after {:.2} s, verify and publish {:.2} s; sender {:.2} + receiver {:.2} CPU s/GB, RSS {:.0} / {:.0} MiB, {} frames lost, {} kernel drops, {} blocks repaired) | 1/syscall {:6.0} MB/s | GSO/GRO {:6.0} MB/s",
+                "  run {}: weir {:6.0} MB/s (outbox to staging/ {:.2} s, first frame after {:.2} s, verify and publish {:.2} s; sender {:.2} + receiver {:.2} CPU s/GB, RSS {:.0} / {:.0} MiB, {} frames lost, {} kernel drops, {:.2} s stalled on the disk, {} blocks repaired) | 1/syscall {:6.0} MB/s | GSO/GRO {:6.0} MB/s",
                 i + 1,
                 w.goodput / 1e6,
                 w.latency,
@@ -384,6 +409,7 @@ fn main() -> anyhow::Result<()> {
                 w.receiver_rss as f64 / 1048576.0,
                 w.lost,
                 w.kernel_drops,
+                w.stall,
                 w.repaired,
                 p.rate() / 1e6,
                 g.rate() / 1e6,

@@ -333,8 +333,11 @@ impl Daemon {
                 );
             }
             let core = &mut self.core;
+            // One clock reading per batch: a batch takes microseconds.
+            let mut now = None;
             let received = self.listener.recv_batch(|d| {
-                core.handle_datagram(Instant::now(), d);
+                let t = *now.get_or_insert_with(Instant::now);
+                core.handle_datagram(t, d);
             });
             if let Err(e) = received {
                 error!("receiving: {e}");

@@ -18,14 +18,19 @@
 //! different file, which is received again rather than judged.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
-use std::os::unix::fs::FileExt;
+use std::fs::OpenOptions;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use bytes::{Buf, Bytes};
+
 use weir_protocol::bundle::{BundleInfo, HashingReader, Rejection, TrustStore, Verified, verify};
+
+use super::direct::{ALIGN, round_up};
 
 /// How far the partial file can be read.
 #[derive(Debug, Default)]
@@ -34,7 +39,16 @@ struct Mark {
     ready: u64,
     /// The transfer was given up: stop reading.
     cancelled: bool,
+    /// Blocks the writer just wrote at the front of the written prefix,
+    /// by offset, handed over in memory so that the verifier need not read
+    /// them back from disk. Bounded by [`HANDOFF_BYTES`].
+    handoff: std::collections::VecDeque<(u64, Bytes)>,
+    /// Bytes in `handoff`.
+    handoff_bytes: usize,
 }
+
+/// Most bytes of blocks held for a verifier; beyond, it reads the disk.
+const HANDOFF_BYTES: usize = 32 << 20;
 
 /// Shared between the writer (which advances it) and the verifier.
 #[derive(Debug, Default)]
@@ -51,6 +65,17 @@ impl Progress {
         {
             m.ready = ready;
             self.moved.notify_all();
+        }
+    }
+
+    /// Offers the bytes of a block just written at `offset` (the front of
+    /// the written prefix), before the matching [`Progress::advance`].
+    pub fn hand_over(&self, offset: u64, data: Bytes) {
+        if let Ok(mut m) = self.mark.lock()
+            && m.handoff_bytes + data.len() <= HANDOFF_BYTES
+        {
+            m.handoff_bytes += data.len();
+            m.handoff.push_back((offset, data));
         }
     }
 
@@ -86,6 +111,10 @@ impl Verifier {
         let progress = Arc::new(Progress::default());
         let reader = Trailing {
             file,
+            direct: direct_reader(path),
+            buf: vec![0; CHUNK + ALIGN as usize],
+            have: 0..0,
+            current: Bytes::new(),
             pos: 0,
             size,
             progress: progress.clone(),
@@ -93,7 +122,7 @@ impl Verifier {
         let thread = std::thread::Builder::new()
             .name("verifier".into())
             .spawn(move || {
-                let mut r = HashingReader::new(BufReader::with_capacity(1 << 20, reader));
+                let mut r = HashingReader::new(reader);
                 let verdict = verify(&mut r, &trust, SystemTime::now());
                 // Verification stops at the end of the archive; the hash
                 // covers the whole file.
@@ -124,46 +153,144 @@ impl Verifier {
     }
 }
 
+/// Bytes read from the partial file at once.
+const CHUNK: usize = 1 << 20;
+
+/// The partial file opened for direct reads: the blocks were written with
+/// direct I/O, and reading them through the page cache would cost a page
+/// allocation (and, on hardened kernels, zeroing) for every 4 KiB.
+fn direct_reader(path: &Path) -> Option<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
+
 /// Reads the partial file no further than its written prefix, waiting for
-/// more; ends at `size`.
+/// more; ends at `size`. Reads go in aligned chunks of up to [`CHUNK`]
+/// into its own buffer (so no `BufReader` is needed on top).
 struct Trailing {
     file: File,
+    direct: Option<File>,
+    /// Over-allocated so that an [`ALIGN`]ed chunk fits inside.
+    buf: Vec<u8>,
+    /// Bytes of `buf` not handed out yet.
+    have: std::ops::Range<usize>,
+    /// A block handed over in memory, not yet read out.
+    current: Bytes,
+    /// File offset of the next byte to read into `buf`.
     pos: u64,
     size: u64,
     progress: Arc<Progress>,
 }
 
-impl Read for Trailing {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.size || buf.is_empty() {
-            return Ok(0);
-        }
-        let ready = {
-            let mut m = self
+impl Trailing {
+    /// Waits until bytes past `pos` are written; returns the end of the
+    /// readable prefix.
+    fn wait_ready(&mut self) -> io::Result<u64> {
+        let mut m = self
+            .progress
+            .mark
+            .lock()
+            .map_err(|_| io::Error::other("progress lock poisoned"))?;
+        while m.ready <= self.pos && !m.cancelled {
+            m = self
                 .progress
-                .mark
-                .lock()
-                .map_err(|_| io::Error::other("progress lock poisoned"))?;
-            while m.ready <= self.pos && !m.cancelled {
-                m = self
-                    .progress
-                    .moved
-                    .wait_timeout(m, Duration::from_secs(1))
-                    .map_err(|_| io::Error::other("progress lock poisoned"))?
-                    .0;
+                .moved
+                .wait_timeout(m, Duration::from_secs(1))
+                .map_err(|_| io::Error::other("progress lock poisoned"))?
+                .0;
+        }
+        if m.cancelled {
+            // Not Interrupted: the verification retries those.
+            return Err(io::Error::other("transfer cancelled"));
+        }
+        // Take the block handed over for this offset, if any; drop older
+        // ones (read from disk instead when the hand-over was full).
+        while let Some((offset, data)) = m.handoff.pop_front() {
+            m.handoff_bytes -= data.len();
+            if offset == self.pos {
+                self.current = data;
+                break;
             }
-            if m.cancelled {
-                // Not Interrupted: the verifier retries those.
-                return Err(io::Error::other("transfer cancelled"));
+            if offset > self.pos {
+                m.handoff_bytes += data.len();
+                m.handoff.push_front((offset, data));
+                break;
             }
-            m.ready.min(self.size)
-        };
-        let n = usize::try_from(ready - self.pos)
+        }
+        Ok(m.ready.min(self.size))
+    }
+
+    /// Reads the next chunk into `buf` (or takes a handed-over block).
+    fn fill(&mut self) -> io::Result<()> {
+        let ready = self.wait_ready()?;
+        if !self.current.is_empty() {
+            let len = (self.current.len() as u64).min(self.size - self.pos);
+            self.current.truncate(len as usize);
+            self.pos += len;
+            return Ok(());
+        }
+        let want = usize::try_from(ready - self.pos)
             .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let dst = buf.get_mut(..n).unwrap_or_default();
+            .min(CHUNK);
+        let skew = self.buf.as_ptr().align_offset(ALIGN as usize);
+        if let Some(d) = &self.direct
+            && self.pos.is_multiple_of(ALIGN)
+        {
+            // Whole aligned pages; the last one of the file may run into
+            // the padding (or end of file), which is not handed out.
+            let len = round_up(want as u64) as usize;
+            if let Some(dst) = self.buf.get_mut(skew..skew + len) {
+                match d.read_at(dst, self.pos) {
+                    Ok(n) if n >= want => {
+                        self.have = skew..skew + want;
+                        self.pos += want as u64;
+                        return Ok(());
+                    }
+                    // Short or refused: fall back to the page cache.
+                    Ok(_) | Err(_) => self.direct = None,
+                }
+            }
+        }
+        let dst = self
+            .buf
+            .get_mut(skew..skew + want)
+            .ok_or_else(|| io::Error::other("read buffer too small"))?;
         self.file.read_exact_at(dst, self.pos)?;
-        self.pos += n as u64;
+        self.have = skew..skew + want;
+        self.pos += want as u64;
+        Ok(())
+    }
+}
+
+impl Read for Trailing {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if !self.current.is_empty() {
+            let n = self.current.len().min(out.len());
+            out.get_mut(..n)
+                .unwrap_or_default()
+                .copy_from_slice(self.current.get(..n).unwrap_or_default());
+            self.current.advance(n);
+            return Ok(n);
+        }
+        if self.have.is_empty() {
+            if self.pos >= self.size || out.is_empty() {
+                return Ok(0);
+            }
+            self.fill()?;
+            if !self.current.is_empty() {
+                return self.read(out);
+            }
+        }
+        let n = self.have.len().min(out.len());
+        let src = self
+            .buf
+            .get(self.have.start..self.have.start + n)
+            .unwrap_or_default();
+        out.get_mut(..n).unwrap_or_default().copy_from_slice(src);
+        self.have.start += n;
         Ok(n)
     }
 }
@@ -174,18 +301,22 @@ mod tests {
 
     #[test]
     fn reads_only_what_is_written_and_stops_when_cancelled() {
-        let dir = tempfile::tempdir().unwrap();
+        // /var/tmp: a disk filesystem, where direct reads are used.
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let path = dir.path().join("part");
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
         std::fs::write(&path, vec![0u8; data.len()]).unwrap();
         let trust = Arc::new(TrustStore::default());
         let v = Verifier::spawn(&path, data.len() as u64, trust.clone()).unwrap();
         // Written in two steps; the reader must see the final bytes only.
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        f.write_all_at(&data[..60_000], 0).unwrap();
-        v.progress().advance(60_000);
+        f.write_all_at(&data[..4096 * 300], 0).unwrap();
+        v.progress().advance(4096 * 300);
         std::thread::sleep(Duration::from_millis(50));
-        f.write_all_at(&data[60_000..], 60_000).unwrap();
+        f.write_all_at(&data[4096 * 300..], 4096 * 300).unwrap();
+        // The tail is also handed over in memory, as the writer does.
+        v.progress()
+            .hand_over(4096 * 300, Bytes::copy_from_slice(&data[4096 * 300..]));
         v.progress().advance(data.len() as u64);
         let found = v.finish().unwrap();
         assert_eq!(found.hash, blake3::hash(&data));

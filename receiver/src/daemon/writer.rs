@@ -18,6 +18,8 @@ use std::fs::{File, OpenOptions};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime};
@@ -134,6 +136,8 @@ struct Part {
     verifier: Option<Verifier>,
     /// The first block not yet written: everything before it can be read.
     next_block: u32,
+    /// Which incarnation of the transfer this is, for the checkpointer.
+    generation: u64,
     state: TransferState,
     /// Blocks or shards written since the last checkpoint.
     dirty: bool,
@@ -149,6 +153,63 @@ impl Part {
         if let Some(v) = &self.verifier {
             let ready = d.block_offset(self.next_block).min(d.size);
             v.progress().advance(ready);
+        }
+    }
+}
+
+/// Saves transfer states off the writer thread: an fsync can take a good
+/// part of a second on a busy disk, and the writer must keep draining its
+/// queue meanwhile.
+///
+/// A state is only written while its transfer is still the one the writer
+/// holds (same generation): a late checkpoint must never describe a
+/// partial file that was removed or started afresh since.
+#[derive(Debug, Clone, Default)]
+pub struct Live(Arc<Mutex<HashMap<TransferId, u64>>>);
+
+impl Live {
+    /// A new generation for `id` (started, or gone when `alive` is false).
+    fn bump(&self, id: TransferId, alive: bool) -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let generation = NEXT.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.0.lock() {
+            if alive {
+                m.insert(id, generation);
+            } else {
+                m.remove(&id);
+            }
+        }
+        generation
+    }
+}
+
+/// A state to save: the file to fsync first, then the state.
+struct Checkpoint {
+    id: TransferId,
+    generation: u64,
+    file: File,
+    state: TransferState,
+}
+
+/// The checkpoint thread's loop.
+fn checkpointer(spool: Spool, live: Live, shared: Arc<Shared>, jobs: Receiver<Checkpoint>) {
+    for c in jobs {
+        let result = c.file.sync_data().and_then(|()| {
+            let json = serde_json::to_vec(&c.state).map_err(std::io::Error::other)?;
+            let guard = live
+                .0
+                .lock()
+                .map_err(|_| std::io::Error::other("lock poisoned"))?;
+            if guard.get(&c.id) != Some(&c.generation) {
+                return Ok(());
+            }
+            let r = write_atomic(&spool.incoming, &spool.state(c.id), &json);
+            drop(guard);
+            r
+        });
+        if let Err(e) = result {
+            shared.disk_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(transfer = %c.id, "saving the transfer state: {e}");
         }
     }
 }
@@ -197,6 +258,10 @@ pub struct Writer {
     direct_io: bool,
     /// The trust store, for the verifiers.
     trust: Arc<TrustStore>,
+    /// Generations of the transfers held.
+    live: Live,
+    /// Periodic checkpoints go to this thread.
+    checkpoints: Option<std::sync::mpsc::SyncSender<Checkpoint>>,
 }
 
 impl Writer {
@@ -223,6 +288,8 @@ impl Writer {
             bounce: Bounce::default(),
             direct_io: true,
             trust,
+            live: Live::default(),
+            checkpoints: None,
         }
     }
 
@@ -244,6 +311,18 @@ impl Writer {
             }
         }
         let _alive = Alive(self.shared.clone());
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        let checkpoints = {
+            let (spool, live, shared) =
+                (self.spool.clone(), self.live.clone(), self.shared.clone());
+            std::thread::Builder::new()
+                .name("checkpoint".into())
+                .spawn(move || checkpointer(spool, live, shared, rx))
+        };
+        match checkpoints {
+            Ok(_) => self.checkpoints = Some(tx),
+            Err(e) => warn!("no checkpoint thread ({e}); checkpoints run on the writer"),
+        }
         let mut next_checkpoint = Instant::now() + self.checkpoint;
         loop {
             let wait = next_checkpoint.saturating_duration_since(Instant::now());
@@ -257,11 +336,13 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             if Instant::now() >= next_checkpoint {
-                self.checkpoint_all();
+                self.checkpoint_all(false);
                 next_checkpoint = Instant::now() + self.checkpoint;
             }
         }
-        self.checkpoint_all();
+        // At shutdown, save every state here and now.
+        self.checkpoints = None;
+        self.checkpoint_all(true);
         for (_, p) in self.parts.drain() {
             if let Some(v) = p.verifier {
                 v.cancel();
@@ -321,6 +402,10 @@ impl Writer {
                         p.dirty = true;
                         self.shared.blocks_written.fetch_add(1, Ordering::Relaxed);
                         if block == p.next_block {
+                            // The verifier reads it next: hand it over.
+                            if let Some(v) = &p.verifier {
+                                v.progress().hand_over(offset, data.clone());
+                            }
                             p.advance();
                         }
                     }
@@ -370,7 +455,7 @@ impl Writer {
                 descriptor,
                 missing,
             } => self.expired(descriptor, missing),
-            Job::Checkpoint => self.checkpoint_all(),
+            Job::Checkpoint => self.checkpoint_all(true),
         }
     }
 
@@ -382,6 +467,7 @@ impl Writer {
         if let Some(old) = self.parts.remove(&id).and_then(|p| p.verifier) {
             old.cancel();
         }
+        self.live.bump(id, false);
         let opened = self
             .spool
             .remove_partial(id)
@@ -400,6 +486,7 @@ impl Writer {
                 info!(transfer = %id, bundle = %d.name, bytes = d.size, blocks = d.block_count,
                     direct_io = direct.is_some(), "receiving");
                 let verifier = self.verifier(&d);
+                let generation = self.live.bump(id, true);
                 self.parts.insert(
                     id,
                     Part {
@@ -407,6 +494,7 @@ impl Writer {
                         direct,
                         verifier,
                         next_block: 0,
+                        generation,
                         state: TransferState::new(d),
                         dirty: true,
                     },
@@ -427,11 +515,13 @@ impl Writer {
             Ok(file) => {
                 let direct = self.direct_io.then(|| direct::open(&path)).flatten();
                 let verifier = self.verifier(&state.descriptor);
+                let generation = self.live.bump(id, true);
                 let mut part = Part {
                     file,
                     direct,
                     verifier,
                     next_block: 0,
+                    generation,
                     state,
                     dirty: false,
                 };
@@ -451,6 +541,7 @@ impl Writer {
             if let Some(v) = self.parts.remove(&id).and_then(|p| p.verifier) {
                 v.cancel();
             }
+            self.live.bump(id, false);
             if let Err(e) = self.spool.remove_partial(id) {
                 self.disk_error(id, "removing a corrupt partial file", &e);
             }
@@ -490,6 +581,8 @@ impl Writer {
             self.unsaved.push((descriptor, digest));
             return;
         }
+        // The publisher owns it now: no checkpoint may touch its files.
+        self.live.bump(id, false);
         let _ = self.publish.send(PublishJob {
             descriptor,
             hash_checked: digest == DigestCheck::Verified,
@@ -509,6 +602,7 @@ impl Writer {
             }
             None => 0,
         };
+        self.live.bump(id, false);
         let lacking: u32 = missing.iter().map(|r| r.end - r.start).sum();
         let report = FailedReport {
             transfer: id.to_string(),
@@ -541,7 +635,9 @@ impl Writer {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    fn checkpoint_all(&mut self) {
+    /// Saves the state of every transfer that changed: here when `now`,
+    /// else through the checkpoint thread where it is free.
+    fn checkpoint_all(&mut self, now: bool) {
         for (descriptor, digest) in std::mem::take(&mut self.unsaved) {
             self.complete(descriptor, digest);
         }
@@ -552,10 +648,27 @@ impl Writer {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            if let Some(mut p) = self.parts.remove(&id) {
+            let Some(mut p) = self.parts.remove(&id) else {
+                continue;
+            };
+            let queued = !now
+                && self.checkpoints.as_ref().is_some_and(|tx| {
+                    p.file.try_clone().is_ok_and(|file| {
+                        tx.try_send(Checkpoint {
+                            id,
+                            generation: p.generation,
+                            file,
+                            state: p.state.clone(),
+                        })
+                        .is_ok()
+                    })
+                });
+            if queued {
+                p.dirty = false;
+            } else if now {
                 self.save(id, &mut p);
-                self.parts.insert(id, p);
             }
+            self.parts.insert(id, p);
         }
     }
 

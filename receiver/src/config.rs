@@ -80,7 +80,8 @@ pub struct RawLimits {
     /// Transfers received at once.
     #[serde(default = "default_transfers")]
     pub transfers: usize,
-    /// Memory for blocks being rebuilt, across all transfers.
+    /// Memory for blocks being rebuilt, across all transfers; `auto`
+    /// sizes it for the MTU and the number of transfers.
     #[serde(default = "default_memory")]
     pub memory: String,
     /// Blocks waiting to be written to disk; beyond it, reception waits.
@@ -158,8 +159,21 @@ fn default_transfers() -> usize {
     4
 }
 fn default_memory() -> String {
-    "96MiB".into()
+    "auto".into()
 }
+
+/// Memory one transfer needs to rebuild two interleave groups at once with
+/// the sender's default coding (K = 256, D = 16) at this MTU: less, and
+/// every block beyond it is parked on disk and read back.
+fn memory_per_transfer(mtu: Mtu, ipv6: bool) -> u64 {
+    let shard = weir_protocol::LinkEncoder::new(0, weir_protocol::Integrity::Crc32c)
+        .shard_size_for(mtu.max_datagram(ipv6))
+        .unwrap_or(0);
+    2 * 16 * 256 * u64::from(shard)
+}
+
+/// Room for shards whose descriptor has not arrived (the core's default).
+const LIMBO: u64 = 2 << 20;
 fn default_write_queue() -> String {
     "32MiB".into()
 }
@@ -305,9 +319,24 @@ impl Settings {
         if !(1..=64).contains(&m.transfers) {
             anyhow::bail!("limits.transfers: {} is not in 1..=64", m.transfers);
         }
-        let memory = size("limits.memory", &m.memory)?;
-        if memory < 8 << 20 {
-            anyhow::bail!("limits.memory: at least 8MiB is needed to rebuild blocks");
+        let per_transfer = memory_per_transfer(mtu, listen.is_ipv6());
+        let needed = per_transfer * m.transfers as u64 + LIMBO;
+        let memory = if m.memory.trim() == "auto" {
+            needed.max(96 << 20)
+        } else {
+            size("limits.memory", &m.memory)?
+        };
+        if memory < needed {
+            anyhow::bail!(
+                "limits.memory: {} shared by {} transfers is too little at MTU {}: each needs {} \
+                 (two interleave groups of 16 blocks of 256 shards); set it to {} or more, \
+                 lower limits.transfers, or use \"auto\"",
+                ByteSize(memory),
+                m.transfers,
+                mtu.get(),
+                ByteSize(per_transfer),
+                ByteSize(needed)
+            );
         }
         let write_queue = size("limits.write_queue", &m.write_queue)?;
         if write_queue < 1 << 20 {
@@ -402,6 +431,9 @@ trust = "/tmp/trust.toml"
         assert_eq!(s.mtu, Mtu::ETHERNET);
         assert_eq!(s.transfers, 4);
         assert_eq!(s.memory, 96 << 20);
+        // Jumbo frames make bigger blocks: auto makes room for them.
+        let jumbo = load_str(&MINIMAL.replace("listen =", "mtu = 9000\nlisten =")).unwrap();
+        assert_eq!(jumbo.memory, 4 * 2 * 16 * 256 * 8928 + (2 << 20));
         assert_eq!(s.incoming_quota, 64 << 30);
         assert_eq!(s.transfer_expiry, Duration::from_secs(600));
         assert!(s.metrics.is_none());
@@ -421,6 +453,10 @@ trust = "/tmp/trust.toml"
             (MINIMAL.replace("127.0.0.1:7700", "nowhere"), "link.listen"),
             (
                 MINIMAL.to_owned() + "[limits]\nmemory = \"lots\"\n",
+                "limits.memory",
+            ),
+            (
+                MINIMAL.to_owned() + "[limits]\nmemory = \"8MiB\"\n",
                 "limits.memory",
             ),
             (

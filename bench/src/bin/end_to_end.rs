@@ -337,7 +337,45 @@ fn make_bundle(bins: &Bins, dir: &Path, size: u64) -> anyhow::Result<PathBuf> {
     Ok(bundle)
 }
 
+/// Socket buffer limits raised for the run (the receiver asks for 64 MiB
+/// and says which sysctl to raise when it gets less; this does what an
+/// operator would), restored on drop.
+struct Sysctls(Vec<(&'static str, String)>);
+
+impl Sysctls {
+    fn raise() -> Self {
+        let mut old = Vec::new();
+        for path in ["/proc/sys/net/core/rmem_max", "/proc/sys/net/core/wmem_max"] {
+            let Ok(v) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            let cur: u64 = v.trim().parse().unwrap_or(0);
+            if cur >= 64 << 20 {
+                continue;
+            }
+            if std::fs::write(path, (64u64 << 20).to_string()).is_ok() {
+                println!("raised {path} from {cur} to {} for the run", 64u64 << 20);
+                old.push((path, v));
+            } else {
+                println!(
+                    "{path} is {cur}: the receiver's 64 MiB socket buffer is capped (run as root to raise it)"
+                );
+            }
+        }
+        Self(old)
+    }
+}
+
+impl Drop for Sysctls {
+    fn drop(&mut self) {
+        for (path, v) in &self.0 {
+            let _ = std::fs::write(path, v);
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    let _sysctls = Sysctls::raise();
     let bins = Bins {
         sender: sibling("weir-sender")?,
         receiver: sibling("weir-receiver")?,
@@ -362,7 +400,7 @@ fn main() -> anyhow::Result<()> {
         let datagram = mtu.max_datagram(false);
         let rate = env_or(
             &format!("WEIR_BENCH_RATE_{}", mtu.get()),
-            if mtu.get() >= 9000 { "8Gbit" } else { "6Gbit" },
+            if mtu.get() >= 9000 { "12Gbit" } else { "7Gbit" },
         );
         println!(
             "\nMTU {} ({datagram}-byte datagrams), sender paced at {rate}:",

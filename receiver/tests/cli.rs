@@ -109,3 +109,51 @@ fn verify_exit_codes() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("missing.toml"));
 }
+
+const CONFIG: &str = r#"
+[link]
+listen = "127.0.0.1:0"
+
+[spool]
+root = "spool"
+trust = "trust.toml"
+"#;
+
+#[test]
+fn check_config_prints_effective_values_with_environment_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("receiver.toml"), CONFIG).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir-receiver"))
+        .args(["run", "--config", "receiver.toml", "--check-config"])
+        .env("WEIR_RECEIVER_LIMITS__TRANSFERS", "2")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("valid"), "{t}");
+    assert!(t.contains("transfers = 2"), "{t}");
+    assert!(t.contains("memory = \"auto\""), "{t}");
+    // A bad value: exit 2, and the message names the key.
+    let out = Command::new(env!("CARGO_BIN_EXE_weir-receiver"))
+        .args(["run", "--config", "receiver.toml", "--check-config"])
+        .env("WEIR_RECEIVER_LIMITS__TRANSFER_EXPIRY", "whenever")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("limits.transfer_expiry"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn status_without_a_daemon_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("receiver.toml"), CONFIG).unwrap();
+    let out = receiver(&["status", "--config", "receiver.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("status.json"), "{}", text(&out));
+}

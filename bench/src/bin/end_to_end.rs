@@ -219,7 +219,7 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
     let perf = match std::env::var_os("WEIR_BENCH_PERF") {
         Some(out) => Some(
             Command::new("perf")
-                .args(["record", "--call-graph=dwarf,16384", "-F", "299", "-o"])
+                .args(["record", "--call-graph=dwarf,8192", "-F", "499", "-o"])
                 .arg(out)
                 .arg("-p")
                 .arg(format!("{},{rx_pid}", pid(&tx)))

@@ -160,6 +160,8 @@ struct Run {
     /// Seconds the receiver spent verifying and publishing.
     verify: f64,
     sender_cpu: f64,
+    /// Of which before the first frame (the check of the bundle).
+    sender_check_cpu: f64,
     receiver_cpu: f64,
     sender_rss: u64,
     receiver_rss: u64,
@@ -219,7 +221,7 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
     let perf = match std::env::var_os("WEIR_BENCH_PERF") {
         Some(out) => Some(
             Command::new("perf")
-                .args(["record", "--call-graph=dwarf,8192", "-F", "499", "-o"])
+                .args(["record", "-F", "999", "-o"])
                 .arg(out)
                 .arg("-p")
                 .arg(format!("{},{rx_pid}", pid(&tx)))
@@ -236,6 +238,8 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
     // the first descriptor, after the sender's settle time and check).
     let incoming = rx.spool.join("incoming");
     let mut first = None;
+    let mut tx_cpu_first = 0.0;
+    let tx_pid = pid(&tx);
     let arrived = wait_for("the bundle in staging/", Duration::from_secs(60), || {
         if first.is_none()
             && std::fs::read_dir(&incoming).is_ok_and(|rd| {
@@ -244,6 +248,7 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
             })
         {
             first = Some(t0.elapsed().as_secs_f64());
+            tx_cpu_first = cpu_seconds(Some(tx_pid));
         }
         staged.exists()
     });
@@ -288,6 +293,7 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
         first,
         verify,
         sender_cpu: tx_cpu / gb,
+        sender_check_cpu: (tx_cpu_first - tx_cpu0) / gb,
         receiver_cpu: rx_cpu / gb,
         sender_rss: tx_rss,
         receiver_rss: rx_rss,
@@ -435,13 +441,14 @@ fn main() -> anyhow::Result<()> {
             eprintln!("  run {}: weir-sender run -> weir-receiver run", i + 1);
             let w = weir_run(&bins, dir.path(), &bundle, mtu, &rate)?;
             println!(
-                "  run {}: weir {:6.0} MB/s (outbox to staging/ {:.2} s, first frame after {:.2} s, verify and publish {:.2} s; sender {:.2} + receiver {:.2} CPU s/GB, RSS {:.0} / {:.0} MiB, {} frames lost, {} kernel drops, {:.2} s stalled on the disk, {} blocks repaired) | 1/syscall {:6.0} MB/s | GSO/GRO {:6.0} MB/s",
+                "  run {}: weir {:6.0} MB/s (outbox to staging/ {:.2} s, first frame after {:.2} s, verify and publish {:.2} s; sender {:.2} (check {:.2}) + receiver {:.2} CPU s/GB, RSS {:.0} / {:.0} MiB, {} frames lost, {} kernel drops, {:.2} s stalled on the disk, {} blocks repaired) | 1/syscall {:6.0} MB/s | GSO/GRO {:6.0} MB/s",
                 i + 1,
                 w.goodput / 1e6,
                 w.latency,
                 w.first,
                 w.verify,
                 w.sender_cpu,
+                w.sender_check_cpu,
                 w.receiver_cpu,
                 w.sender_rss as f64 / 1048576.0,
                 w.receiver_rss as f64 / 1048576.0,

@@ -16,7 +16,7 @@
 //! ```
 
 use std::fs::{self, File};
-use std::io::{self, BufReader};
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -250,7 +250,7 @@ impl Publisher {
             }
             Err(e) => return Err(e),
         };
-        let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, file));
+        let mut reader = HashingReader::new(file);
         let result = verify(&mut reader, &self.trust, SystemTime::now());
         if !job.hash_checked {
             // Verification stops at the end of the archive.

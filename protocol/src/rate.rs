@@ -41,16 +41,21 @@ impl Rate {
     }
 }
 
+/// Splits `"900 Mbit"` into `900.0` and `"mbit"` (lower case, trimmed).
+pub(crate) fn number_and_unit(s: &str) -> Option<(f64, String)> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    Some((num.parse().ok()?, unit.trim().to_ascii_lowercase()))
+}
+
 impl FromStr for Rate {
     type Err = RateError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: f64 = num.parse().map_err(|_| RateError(s.to_owned()))?;
-        let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        let (n, unit) = number_and_unit(s).ok_or_else(|| RateError(s.to_owned()))?;
+        let mult = match unit.as_str() {
             "" | "bit" | "bps" => 1.0,
             "k" | "kbit" | "kbps" => 1e3,
             "m" | "mbit" | "mbps" => 1e6,

@@ -30,13 +30,8 @@ impl ByteSize {
 impl FromStr for ByteSize {
     type Err = SizeError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: f64 = num.parse().map_err(|_| SizeError(s.to_owned()))?;
-        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        let (n, unit) = crate::rate::number_and_unit(s).ok_or_else(|| SizeError(s.to_owned()))?;
+        let mult: f64 = match unit.as_str() {
             "" | "b" => 1.0,
             "k" | "kb" => 1e3,
             "m" | "mb" => 1e6,

@@ -251,3 +251,55 @@ trust = "{trust}"
     )?;
     Ok(config)
 }
+
+/// A fake systemd notification socket, as `NOTIFY_SOCKET` names it.
+#[derive(Debug)]
+pub struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+    /// Where it is bound.
+    pub path: PathBuf,
+    /// Every message so far, one per line.
+    pub messages: String,
+}
+
+impl NotifySocket {
+    /// Binds a socket at `path`.
+    pub fn bind(path: &Path) -> anyhow::Result<Self> {
+        let socket = std::os::unix::net::UnixDatagram::bind(path)?;
+        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        Ok(Self {
+            socket,
+            path: path.to_owned(),
+            messages: String::new(),
+        })
+    }
+
+    /// Reads notifications until every one of `wanted` was seen, or fails
+    /// after `limit`. Keep reading, as systemd does: a notification socket
+    /// nobody reads makes the daemon's notifications block.
+    pub fn wait_for(&mut self, wanted: &[&str], limit: Duration) -> anyhow::Result<()> {
+        let end = Instant::now() + limit;
+        let mut buf = [0u8; 4096];
+        while !wanted.iter().all(|w| self.messages.contains(w)) {
+            if Instant::now() > end {
+                bail!("no {wanted:?} in {:?}", self.messages);
+            }
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                self.messages
+                    .push_str(&String::from_utf8_lossy(buf.get(..n).unwrap_or_default()));
+                self.messages.push('\n');
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps reading on a thread until `wanted` arrives (true) or `limit`
+    /// passes (false).
+    pub fn drain_until(
+        mut self,
+        wanted: &'static str,
+        limit: Duration,
+    ) -> std::thread::JoinHandle<bool> {
+        std::thread::spawn(move || self.wait_for(&[wanted], limit).is_ok())
+    }
+}

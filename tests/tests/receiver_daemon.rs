@@ -717,32 +717,28 @@ fn a_crash_right_after_publishing_never_damages_the_published_bundle() {
 
 #[test]
 fn systemd_hears_ready_status_watchdog_and_stopping_and_status_has_json() {
-    use std::os::unix::net::UnixDatagram;
     let mut s = Setup::new("");
-    let sock_path = s.dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&sock_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let mut notify =
+        weir_tests::daemons::NotifySocket::bind(&s.dir.path().join("notify.sock")).unwrap();
     let mut child = Command::new(weir_tests::bin::path("weir-receiver"))
         .args(["run", "--config"])
         .arg(&s.rx.config)
-        .env("NOTIFY_SOCKET", &sock_path)
+        .env("NOTIFY_SOCKET", &notify.path)
         .env("WATCHDOG_USEC", "400000")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut messages = String::new();
-    let mut buf = [0u8; 4096];
-    while !(messages.contains("READY=1")
-        && messages.contains("STATUS=link")
-        && messages.contains("WATCHDOG=1"))
-    {
-        let n = notify.recv(&mut buf).expect("a notification");
-        messages.push_str(&String::from_utf8_lossy(&buf[..n]));
-        messages.push('\n');
-    }
-    assert!(messages.contains("transfer(s) in flight"), "{messages}");
+    notify
+        .wait_for(
+            &["READY=1", "STATUS=link", "WATCHDOG=1"],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert!(
+        notify.messages.contains("transfer(s) in flight"),
+        "{}",
+        notify.messages
+    );
     // `status --json` for scripts.
     let out = Command::new(weir_tests::bin::path("weir-receiver"))
         .args(["status", "--json", "--config"])
@@ -754,15 +750,7 @@ fn systemd_hears_ready_status_watchdog_and_stopping_and_status_has_json() {
     assert_eq!(v["pid"].as_u64(), Some(u64::from(child.id())));
     assert_eq!(v["link"], "waiting");
     // SIGTERM: STOPPING=1, exit 0.
-    let drain = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = notify.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
-                return true;
-            }
-        }
-        false
-    });
+    let drain = notify.drain_until("STOPPING=1", Duration::from_secs(20));
     assert_eq!(
         weir_tests::daemons::terminate(&mut child).unwrap().code(),
         Some(0)

@@ -374,49 +374,25 @@ fn an_urgent_bundle_overtakes_a_large_one_in_progress() {
 
 #[test]
 fn ready_status_watchdog_and_heartbeats_while_idle() {
-    use std::os::unix::net::UnixDatagram;
     let mut s = Setup::new("100Mbit", 1);
-    let sock_path = s.dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&sock_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut notify =
+        weir_tests::daemons::NotifySocket::bind(&s.dir.path().join("notify.sock")).unwrap();
     let rx = s.receiver(1, 2);
     let mut child = Command::new(weir_tests::bin::path("weir-sender"))
         .args(["run", "--config"])
         .arg(&s.config)
-        .env("NOTIFY_SOCKET", &sock_path)
+        .env("NOTIFY_SOCKET", &notify.path)
         .env("WATCHDOG_USEC", "200000")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut messages = String::new();
-    let mut buf = [0u8; 4096];
-    while !(messages.contains("READY=1")
-        && messages.contains("STATUS=")
-        && messages.contains("WATCHDOG=1"))
-    {
-        let n = notify.recv(&mut buf).expect("a notification");
-        messages.push_str(&String::from_utf8_lossy(&buf[..n]));
-        messages.push('\n');
-    }
-    // Keep reading, as systemd does: a unix datagram socket that nobody
-    // reads makes the sender's notifications block.
     notify
-        .set_read_timeout(Some(Duration::from_millis(200)))
+        .wait_for(
+            &["READY=1", "STATUS=", "WATCHDOG=1"],
+            Duration::from_secs(10),
+        )
         .unwrap();
-    let drain = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        let end = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < end {
-            if let Ok(n) = notify.recv(&mut buf)
-                && String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1")
-            {
-                return true;
-            }
-        }
-        false
-    });
+    let drain = notify.drain_until("STOPPING=1", Duration::from_secs(30));
     let (_, stats) = rx.join().unwrap();
     // About 2 s idle at a 100 ms interval.
     assert!(

@@ -758,3 +758,29 @@ fn systemd_hears_ready_status_watchdog_and_stopping_and_status_has_json() {
     assert!(drain.join().unwrap(), "STOPPING=1 on SIGTERM");
     s.rx.child = None;
 }
+
+#[test]
+fn a_transfer_beyond_the_transfer_limit_waits_with_a_log_line_and_a_metric() {
+    let mut s = Setup::new("transfers = 1\n");
+    s.rx.start().unwrap();
+    let (_, a) = s.bundle("a", 2048, 6);
+    let (_, b) = s.bundle("b", 2048, 7);
+    let (fa, fb) = (frames(&a, "a.weir", 1, 1), frames(&b, "b.weir", 1, 2));
+    let half = fa.len() / 2;
+    blast(s.addr, &fa[..half]);
+    blast(s.addr, &fb);
+    blast(s.addr, &fa[half..]);
+    assert!(s.wait_staged("a_1.weir", 30) == a);
+    std::thread::sleep(Duration::from_millis(600));
+    let text = s.rx.scrape().unwrap();
+    assert!(
+        metric(
+            &text,
+            "weir_receiver_frames_dropped_total{reason=\"too_many_transfers\"}"
+        ) >= 1.0
+    );
+    assert!(s.rx.log_text().contains("limits.transfers reached"));
+    // b comes with the sender's next pass, once a is done.
+    blast(s.addr, &frames(&b, "b.weir", 2, 3));
+    assert!(s.wait_staged("b_1.weir", 30) == b);
+}

@@ -114,6 +114,9 @@ struct Daemon {
     metrics_addr: Option<std::net::SocketAddr>,
     /// The last status write failed (logged once until one succeeds).
     status_failing: bool,
+    /// Descriptors turned away because `limits.transfers` were held, and
+    /// when that was last logged.
+    too_many: (u64, Option<Instant>),
 }
 
 impl std::fmt::Debug for Daemon {
@@ -234,6 +237,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         published: 0,
         metrics_addr,
         status_failing: false,
+        too_many: (0, None),
     };
     d.recover()?;
     let _ = sd_notify::notify(&[NotifyState::Ready]);
@@ -648,6 +652,20 @@ impl Daemon {
         self.retry_reopen();
         self.refused
             .retain(|_, t| now.saturating_duration_since(*t) < Duration::from_secs(60));
+        let turned_away = stats.dropped.too_many_transfers;
+        if turned_away > self.too_many.0
+            && self
+                .too_many
+                .1
+                .is_none_or(|t| now.saturating_duration_since(t) > Duration::from_secs(60))
+        {
+            warn!(
+                limit = self.settings.transfers,
+                descriptors = turned_away - self.too_many.0,
+                "limits.transfers reached: new transfers wait for one to finish (a later pass brings them)"
+            );
+            self.too_many = (turned_away, Some(now));
+        }
         let reading = Reading {
             core: stats,
             heartbeat_age: self.link.since_heartbeat(now).map(|d| d.as_secs_f64()),

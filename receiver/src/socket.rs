@@ -103,8 +103,10 @@ impl Listener {
         Ok(count)
     }
 
-    /// Datagrams the kernel dropped for this socket since it was opened
-    /// (its receive buffer was full), from `/proc/net/udp`.
+    /// Times the kernel dropped for this socket since it was opened because
+    /// its receive buffer was full, from `/proc/net/udp`. A drop of a GRO
+    /// batch counts once however many datagrams it held; the loss counter
+    /// from sequence numbers tells how many frames went missing.
     pub fn kernel_drops(&self) -> Option<u64> {
         let inode = self.inode?;
         ["/proc/self/net/udp", "/proc/self/net/udp6"]

@@ -33,7 +33,7 @@ pub struct Snapshot {
     pub loss_last_minute: f64,
     /// Datagrams received.
     pub frames: u64,
-    /// Datagrams the kernel dropped (socket buffer full).
+    /// Receive-buffer overflows the kernel counted (a GRO batch counts once).
     pub kernel_drops: u64,
     /// Transfers in flight.
     pub transfers: Vec<TransferProgress>,

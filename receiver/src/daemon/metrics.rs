@@ -155,7 +155,7 @@ impl Metrics {
         );
         r.register(
             "kernel_drops",
-            "Datagrams the kernel dropped for the socket (buffer full)",
+            "Receive-buffer overflows the kernel counted for the socket (a GRO batch of datagrams counts once)",
             self.kernel_drops.clone(),
         );
         r.register(

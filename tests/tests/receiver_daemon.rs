@@ -539,14 +539,15 @@ fn a_transfer_that_never_completes_is_reported_in_failed_with_its_missing_blocks
     .unwrap();
 }
 
-#[test]
-fn a_transfer_beyond_the_incoming_quota_waits_with_a_log_line_and_a_metric() {
-    let mut s = Setup::new("incoming_quota = \"3MiB\"\nmax_bundle = \"3MiB\"\n");
+/// Sends bundle a, then all of bundle b while a is half done, then the
+/// rest of a, to a receiver configured with `limits`: b must be turned
+/// away with `log` in the log and `metric_line` counting it, a must arrive.
+fn second_transfer_is_turned_away(limits: &str, metric_line: &str, log: &str) -> (Setup, Vec<u8>) {
+    let mut s = Setup::new(limits);
     s.rx.start().unwrap();
     let (_, a) = s.bundle("a", 2048, 4);
     let (_, b) = s.bundle("b", 2048, 5);
     let (fa, fb) = (frames(&a, "a.weir", 1, 1), frames(&b, "b.weir", 1, 2));
-    // b is described while a holds 2 of the 3 MiB.
     let half = fa.len() / 2;
     blast(s.addr, &fa[..half]);
     blast(s.addr, &fb);
@@ -554,14 +555,31 @@ fn a_transfer_beyond_the_incoming_quota_waits_with_a_log_line_and_a_metric() {
     assert!(s.wait_staged("a_1.weir", 30) == a);
     std::thread::sleep(Duration::from_millis(600));
     let text = s.rx.scrape().unwrap();
-    assert!(
-        metric(
-            &text,
-            "weir_receiver_transfers_refused_total{reason=\"incoming_quota\"}"
-        ) >= 1.0
-    );
-    assert!(s.rx.log_text().contains("incoming/ quota reached"));
+    assert!(metric(&text, metric_line) >= 1.0, "{metric_line}");
+    assert!(s.rx.log_text().contains(log), "{}", s.rx.log_text());
     assert!(s.staged("b_1.weir").is_none());
+    (s, b)
+}
+
+#[test]
+fn a_transfer_beyond_the_incoming_quota_waits_with_a_log_line_and_a_metric() {
+    second_transfer_is_turned_away(
+        "incoming_quota = \"3MiB\"\nmax_bundle = \"3MiB\"\n",
+        "weir_receiver_transfers_refused_total{reason=\"incoming_quota\"}",
+        "incoming/ quota reached",
+    );
+}
+
+#[test]
+fn a_transfer_beyond_the_transfer_limit_waits_with_a_log_line_and_a_metric() {
+    let (s, b) = second_transfer_is_turned_away(
+        "transfers = 1\n",
+        "weir_receiver_frames_dropped_total{reason=\"too_many_transfers\"}",
+        "limits.transfers reached",
+    );
+    // b comes with the sender's next pass, once a is done.
+    blast(s.addr, &frames(&b, "b.weir", 2, 3));
+    assert!(s.wait_staged("b_1.weir", 30) == b);
 }
 
 /// A small tmpfs, unmounted on drop.
@@ -757,30 +775,4 @@ fn systemd_hears_ready_status_watchdog_and_stopping_and_status_has_json() {
     );
     assert!(drain.join().unwrap(), "STOPPING=1 on SIGTERM");
     s.rx.child = None;
-}
-
-#[test]
-fn a_transfer_beyond_the_transfer_limit_waits_with_a_log_line_and_a_metric() {
-    let mut s = Setup::new("transfers = 1\n");
-    s.rx.start().unwrap();
-    let (_, a) = s.bundle("a", 2048, 6);
-    let (_, b) = s.bundle("b", 2048, 7);
-    let (fa, fb) = (frames(&a, "a.weir", 1, 1), frames(&b, "b.weir", 1, 2));
-    let half = fa.len() / 2;
-    blast(s.addr, &fa[..half]);
-    blast(s.addr, &fb);
-    blast(s.addr, &fa[half..]);
-    assert!(s.wait_staged("a_1.weir", 30) == a);
-    std::thread::sleep(Duration::from_millis(600));
-    let text = s.rx.scrape().unwrap();
-    assert!(
-        metric(
-            &text,
-            "weir_receiver_frames_dropped_total{reason=\"too_many_transfers\"}"
-        ) >= 1.0
-    );
-    assert!(s.rx.log_text().contains("limits.transfers reached"));
-    // b comes with the sender's next pass, once a is done.
-    blast(s.addr, &frames(&b, "b.weir", 2, 3));
-    assert!(s.wait_staged("b_1.weir", 30) == b);
 }

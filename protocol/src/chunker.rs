@@ -292,7 +292,8 @@ impl<S: BlockSource> Chunker<S> {
         let block_len = fec.block_len();
         let remaining = self.desc.block_count - self.group_start;
         let len = remaining.min(u32::from(fec.interleave()));
-        self.blocks.clear();
+        // Every byte is read over, except the padding of a short last
+        // block, which is zeroed below: no need to clear the whole group.
         self.blocks.resize(len as usize * block_len, 0);
         self.parity.clear();
         self.parity_index.clear();
@@ -300,10 +301,11 @@ impl<S: BlockSource> Chunker<S> {
             let block = self.group_start + i as u32;
             let offset = self.desc.block_offset(block);
             let true_len = self.desc.block_len(block);
-            let (head, _) = buf.split_at_mut(true_len.min(block_len));
+            let (head, tail) = buf.split_at_mut(true_len.min(block_len));
             self.source
                 .read_at(offset, head)
                 .map_err(|source| ChunkerError::Source { offset, source })?;
+            tail.fill(0);
             let idx = self.encoder.encode_pass(buf, self.pass, &mut self.parity)?;
             if i == 0 {
                 self.parity_index = idx;

@@ -93,6 +93,10 @@ pub struct RawLimits {
     /// Largest bundle accepted.
     #[serde(default = "default_max_bundle")]
     pub max_bundle: String,
+    /// Bytes of rejected bundles `quarantine/` keeps; past it, only their
+    /// reasons are kept.
+    #[serde(default = "default_quarantine_quota")]
+    pub quarantine_quota: String,
     /// A transfer that receives nothing for this long expires and is
     /// reported in `failed/`.
     #[serde(default = "default_expiry")]
@@ -110,6 +114,7 @@ impl Default for RawLimits {
             write_queue: default_write_queue(),
             incoming_quota: default_quota(),
             max_bundle: default_max_bundle(),
+            quarantine_quota: default_quarantine_quota(),
             transfer_expiry: default_expiry(),
             checkpoint_interval: default_checkpoint(),
         }
@@ -183,6 +188,9 @@ fn default_quota() -> String {
 fn default_max_bundle() -> String {
     "16GiB".into()
 }
+fn default_quarantine_quota() -> String {
+    "16GiB".into()
+}
 fn default_expiry() -> String {
     "10m".into()
 }
@@ -234,6 +242,8 @@ pub struct Settings {
     pub incoming_quota: u64,
     /// Largest bundle.
     pub max_bundle: u64,
+    /// Bytes of bundles kept in `quarantine/`.
+    pub quarantine_quota: u64,
     /// Idle time before a transfer expires.
     pub transfer_expiry: Duration,
     /// State save interval.
@@ -390,6 +400,7 @@ impl Settings {
             write_queue: usize::try_from(write_queue).unwrap_or(usize::MAX),
             incoming_quota,
             max_bundle,
+            quarantine_quota: size("limits.quarantine_quota", &m.quarantine_quota)?,
             transfer_expiry,
             checkpoint,
             metrics,

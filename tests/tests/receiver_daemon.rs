@@ -424,10 +424,9 @@ fn garbage_and_foreign_datagrams_do_not_disturb_a_transfer() {
     );
 }
 
-#[test]
-fn a_tampered_bundle_lands_in_quarantine_with_its_reason() {
-    let mut s = Setup::new("");
-    s.rx.start().unwrap();
+/// Sends a signed bundle with one byte of its artifact flipped; returns
+/// its bytes and the parsed reason file once it is written.
+fn send_tampered(s: &Setup) -> (Vec<u8>, TransferId, serde_json::Value) {
     let (_, mut bytes) = s.bundle("app", 512, 5);
     // One byte of the artifact's content, well past the manifest.
     let at = bytes.len() - 100_000;
@@ -442,9 +441,34 @@ fn a_tampered_bundle_lands_in_quarantine_with_its_reason() {
         reason_file.exists()
     })
     .unwrap();
-    let reason: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&reason_file).unwrap()).unwrap();
+    let reason = serde_json::from_slice(&std::fs::read(&reason_file).unwrap()).unwrap();
+    (bytes, id, reason)
+}
+
+#[test]
+fn past_its_quota_quarantine_keeps_only_the_reason() {
+    let mut s = Setup::new("quarantine_quota = \"100KiB\"\n");
+    s.rx.start().unwrap();
+    let (_, id, reason) = send_tampered(&s);
+    assert_eq!(reason["kept"], false, "{reason}");
     assert_eq!(reason["reasons"][0]["code"], "hash_mismatch", "{reason}");
+    assert!(
+        !s.rx
+            .spool
+            .join("quarantine")
+            .join(format!("{id}.weir"))
+            .exists()
+    );
+    assert!(s.rx.log_text().contains("over its quota"));
+}
+
+#[test]
+fn a_tampered_bundle_lands_in_quarantine_with_its_reason() {
+    let mut s = Setup::new("");
+    s.rx.start().unwrap();
+    let (bytes, id, reason) = send_tampered(&s);
+    assert_eq!(reason["reasons"][0]["code"], "hash_mismatch", "{reason}");
+    assert_eq!(reason["kept"], true, "{reason}");
     let kept = std::fs::read(s.rx.spool.join("quarantine").join(format!("{id}.weir"))).unwrap();
     assert!(kept == bytes);
     assert!(s.rx.files("staging").is_empty());

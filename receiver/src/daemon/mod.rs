@@ -210,7 +210,13 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let writer = std::thread::Builder::new()
         .name("writer".into())
         .spawn(move || writer.run(job_rx))?;
-    let publisher = Publisher::new(spool.clone(), trust, reply_tx, shared.clone());
+    let publisher = Publisher::new(
+        spool.clone(),
+        trust,
+        reply_tx,
+        shared.clone(),
+        settings.quarantine_quota,
+    );
     let publisher = std::thread::Builder::new()
         .name("publisher".into())
         .spawn(move || publisher.run(pub_rx))?;

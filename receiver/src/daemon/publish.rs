@@ -157,6 +157,9 @@ struct ReasonFile {
     blake3: String,
     reasons: Vec<ReasonEntry>,
     at: String,
+    /// Whether the bundle itself is kept beside this file (not when
+    /// `quarantine/` is over its quota).
+    kept: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -172,6 +175,8 @@ pub struct Publisher {
     trust: Arc<TrustStore>,
     replies: Sender<Reply>,
     shared: Arc<Shared>,
+    /// Bytes of bundles `quarantine/` may hold.
+    quarantine_quota: u64,
 }
 
 impl Publisher {
@@ -181,12 +186,14 @@ impl Publisher {
         trust: Arc<TrustStore>,
         replies: Sender<Reply>,
         shared: Arc<Shared>,
+        quarantine_quota: u64,
     ) -> Self {
         Self {
             spool,
             trust,
             replies,
             shared,
+            quarantine_quota,
         }
     }
 
@@ -419,6 +426,15 @@ impl Publisher {
     fn quarantine(&self, d: &TransferDescriptor, reasons: Vec<ReasonEntry>) -> io::Result<Verdict> {
         let id = d.transfer;
         let codes = reasons.iter().map(|r| r.code.clone()).collect();
+        let q = &self.spool.quarantine;
+        // Anyone on the low-side network can send self-consistent junk:
+        // past the quota, only the reason is kept.
+        let held = dir_bytes(q, ".weir");
+        let kept = held.saturating_add(d.size) <= self.quarantine_quota;
+        if !kept {
+            warn!(transfer = %id, bundle = %d.name, held, quota = self.quarantine_quota,
+                "quarantine/ is over its quota: only the reason is kept, not the bundle");
+        }
         let report = ReasonFile {
             transfer: id.to_string(),
             name: d.name.to_string(),
@@ -426,9 +442,9 @@ impl Publisher {
             blake3: d.hash().to_hex().to_string(),
             reasons,
             at: now_rfc3339(),
+            kept,
         };
         let json = serde_json::to_vec_pretty(&report).map_err(io::Error::other)?;
-        let q = &self.spool.quarantine;
         write_atomic(
             &self.spool.incoming,
             &q.join(format!("{id}.reason.json")),
@@ -437,14 +453,29 @@ impl Publisher {
         let dest: PathBuf = q.join(format!("{id}.weir"));
         // The id follows from the file's BLAKE3 (the core refuses any
         // other): an existing file of that name holds these very bytes.
-        match fs::hard_link(self.spool.part(id), &dest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
+        if kept {
+            match fs::hard_link(self.spool.part(id), &dest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
         }
         self.settle(id, q);
         Ok(Verdict::Quarantined { reasons: codes })
     }
+}
+
+/// Bytes of the files in `dir` whose names end with `suffix`.
+fn dir_bytes(dir: &std::path::Path, suffix: &str) -> u64 {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// The time now as RFC 3339.

@@ -158,6 +158,24 @@ pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()>
     result
 }
 
+/// Writes `bytes` to a fsynced temporary file in `tmp_dir` beside `dest`'s
+/// name, for the caller to rename into place (and fsync the directory).
+pub fn prepare_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    let tmp = temp_name(tmp_dir, dest);
+    let result = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
 /// Writes `bytes` as a new file `dest` that must not exist yet: through a
 /// temporary file, fsynced, then hard-linked into place (which fails with
 /// `AlreadyExists` rather than replace anything).

@@ -108,18 +108,12 @@ impl Setup {
 
 /// Every frame of one pass over `bytes`, as the sender would make them.
 fn frames(bytes: &[u8], name: &str, passes: u32, epoch: u64) -> Vec<Vec<u8>> {
-    let hash = blake3::hash(bytes);
-    let fec = FecParams::new(256, 64, 1424, 16)
-        .unwrap()
-        .fitted_to(bytes.len() as u64);
-    let desc = TransferDescriptor::new(
-        TransferId::from_hash(&hash),
-        BundleName::sanitise(name),
-        bytes.len() as u64,
-        hash,
-        fec,
-    )
-    .unwrap();
+    frames_as(describe(bytes, name), bytes, passes, epoch)
+}
+
+/// Frames of `bytes` under descriptor `desc` (a forger's frames when the
+/// bytes are not the ones the descriptor hashes).
+fn frames_as(desc: TransferDescriptor, bytes: &[u8], passes: u32, epoch: u64) -> Vec<Vec<u8>> {
     let mut c = Chunker::new(
         desc,
         std::io::Cursor::new(bytes.to_vec()),
@@ -698,6 +692,43 @@ fn describe(bytes: &[u8], name: &str) -> TransferDescriptor {
         fec,
     )
     .unwrap()
+}
+
+// Regression: after a crash between linking a bundle into staging/ and
+// removing its partial file, a stale, incomplete state was resumed, and
+// the next frames of that transfer (here forged ones, with valid CRCs)
+// were written into the very inode of the published bundle.
+#[test]
+fn a_stale_state_of_a_published_bundle_is_never_written_into() {
+    let mut s = Setup::new("");
+    s.rx.start().unwrap();
+    let (_, bytes) = s.bundle("app", 1024, 23);
+    blast(s.addr, &frames(&bytes, "app.weir", 1, 1));
+    assert!(s.wait_staged("app_1.weir", 30) == bytes);
+    s.rx.kill().unwrap();
+    let d = describe(&bytes, "app.weir");
+    let incoming = s.rx.spool.join("incoming");
+    std::fs::hard_link(
+        s.rx.spool.join("staging/app_1.weir"),
+        incoming.join(format!("{}.part", d.transfer)),
+    )
+    .unwrap();
+    // An older checkpoint: nothing on record yet.
+    std::fs::write(
+        incoming.join(format!("{}.state", d.transfer)),
+        serde_json::to_vec(&weir_protocol::TransferState::new(d.clone())).unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_file(incoming.join("finished")).unwrap();
+    s.rx.start().unwrap();
+    let forged: Vec<u8> = bytes.iter().map(|b| b ^ 0x55).collect();
+    blast(s.addr, &frames_as(d, &forged, 1, 2));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        s.staged("app_1.weir").unwrap() == bytes,
+        "published bundle changed"
+    );
+    assert!(s.rx.log_text().contains("already published elsewhere"));
 }
 
 // Regression: a crash after the bundle was linked into staging/ but before

@@ -78,6 +78,17 @@ const RETRY_PUBLISH_MAX: Duration = Duration::from_secs(1800);
 /// How much traffic the socket buffer should absorb.
 const BUFFER_SECONDS: f64 = 0.25;
 
+/// What the writer does for a transfer the core takes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reopen {
+    /// Reopen its partial file (after a restart).
+    Resume,
+    /// Create a fresh partial file (it is received again from scratch).
+    Start,
+    /// The writer holds it already.
+    Held,
+}
+
 /// A transfer the loop knows about.
 #[derive(Debug)]
 struct Track {
@@ -100,9 +111,12 @@ struct Daemon {
     /// Bytes each transfer holds in `incoming/`, from its start to its
     /// outcome (for the quota).
     reserved: HashMap<TransferId, u64>,
-    /// Transfers to re-open when the core has room, and whether the writer
-    /// must reopen their partial file (after a restart) or has it.
-    reopen: VecDeque<(TransferState, bool)>,
+    /// Transfers to re-open when the core has room, and what the writer
+    /// must do for their partial file then.
+    reopen: VecDeque<(TransferState, Reopen)>,
+    /// Transfers complete and handed to the publisher, until their outcome:
+    /// a new start of one of them must not touch its files.
+    publishing: std::collections::HashSet<TransferId>,
     /// Publications to retry, with when.
     deferred: Vec<(Instant, PublishJob)>,
     /// Transfers turned away, with when it was last logged.
@@ -235,6 +249,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         tracks: HashMap::new(),
         reserved: HashMap::new(),
         reopen: VecDeque::new(),
+        publishing: std::collections::HashSet::new(),
         deferred: Vec::new(),
         refused: HashMap::new(),
         recent: VecDeque::new(),
@@ -318,10 +333,21 @@ impl Daemon {
                 self.spool.remove_partial(id)?;
                 continue;
             }
+            let links = std::fs::metadata(self.spool.part(id))
+                .map(|m| std::os::unix::fs::MetadataExt::nlink(&m))
+                .unwrap_or(1);
+            if links > 1 && !state.is_complete() {
+                // Already linked into staging/ or quarantine/ by a run that
+                // stopped before its bookkeeping: never write into it. If
+                // it is wanted again, it is received afresh.
+                warn!(transfer = %id, "partial file already published elsewhere; its record is dropped");
+                self.spool.remove_partial(id)?;
+                continue;
+            }
             info!(transfer = %id, bundle = %state.descriptor.name,
                 blocks_done = state.blocks_done(), blocks = state.descriptor.block_count,
                 "resuming partial transfer");
-            self.reopen.push_back((state, true));
+            self.reopen.push_back((state, Reopen::Resume));
             resumed += 1;
         }
         if resumed > 0 {
@@ -417,6 +443,12 @@ impl Daemon {
         match event {
             Event::TransferStarted(d) => {
                 let id = d.transfer;
+                if self.publishing.contains(&id) {
+                    // Its files belong to the publisher until the outcome.
+                    self.core.forget(id);
+                    self.core.mark_finished(id);
+                    return;
+                }
                 let reserved = self.reserved();
                 if reserved.saturating_add(d.size) > self.settings.incoming_quota {
                     self.core.forget(id);
@@ -486,6 +518,7 @@ impl Daemon {
             }
             Event::TransferComplete { descriptor, digest } => {
                 self.tracks.remove(&descriptor.transfer);
+                self.publishing.insert(descriptor.transfer);
                 self.send(Job::Complete { descriptor, digest });
             }
             Event::TransferExpired {
@@ -536,8 +569,12 @@ impl Daemon {
                     block,
                     bytes: None,
                 } => self.core.reload_failed(transfer, block),
-                Reply::Reopen(state) => self.reopen.push_back((state, false)),
+                Reply::Reopen(state) => {
+                    self.publishing.remove(&state.descriptor.transfer);
+                    self.reopen.push_back((state, Reopen::Held));
+                }
                 Reply::StartFailed(d) => {
+                    self.publishing.remove(&d.transfer);
                     // Forget it: its next descriptor tries again.
                     self.core.forget(d.transfer);
                     self.core.forget_finished(d.transfer);
@@ -548,14 +585,15 @@ impl Daemon {
                 Reply::Outcome(o) => {
                     if !matches!(o.verdict, Verdict::Deferred { .. }) {
                         self.reserved.remove(&o.descriptor.transfer);
+                        self.publishing.remove(&o.descriptor.transfer);
                     }
                     match &o.verdict {
                         Verdict::Corrupt | Verdict::Missing => {
-                            // Receive it again from scratch.
+                            // Receive it again from scratch, once the core
+                            // has room for it.
                             let d = o.descriptor.clone();
-                            self.reserved.insert(d.transfer, d.size);
-                            self.send(Job::Start(d.clone()));
-                            self.reopen.push_back((TransferState::new(d), false));
+                            self.reopen
+                                .push_back((TransferState::new(d), Reopen::Start));
                         }
                         Verdict::Deferred { .. } => {
                             let wait = RETRY_PUBLISH
@@ -591,18 +629,20 @@ impl Daemon {
     /// once the core took it, and before any of its events go out.
     fn retry_reopen(&mut self) {
         let now = Instant::now();
-        while let Some((state, resume)) = self.reopen.pop_front() {
+        while let Some((state, how)) = self.reopen.pop_front() {
             let d = state.descriptor.clone();
             match self.core.import_state(now, state.clone()) {
                 Ok(()) => {
-                    if resume {
-                        self.send(Job::Resume(state));
+                    match how {
+                        Reopen::Resume => self.send(Job::Resume(state)),
+                        Reopen::Start => self.send(Job::Start(d.clone())),
+                        Reopen::Held => {}
                     }
                     self.reserved.insert(d.transfer, d.size);
                     self.tracks.insert(d.transfer, Track { descriptor: d });
                 }
                 Err(weir_protocol::reassembler::StateError::NoRoom(_)) => {
-                    self.reopen.push_front((state, resume));
+                    self.reopen.push_front((state, how));
                     break;
                 }
                 Err(e) => {

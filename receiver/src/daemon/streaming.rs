@@ -48,7 +48,8 @@ struct Mark {
 }
 
 /// Most bytes of blocks held for a verifier; beyond, it reads the disk.
-const HANDOFF_BYTES: usize = 32 << 20;
+/// Outside the reassembly budget: a few blocks per transfer.
+const HANDOFF_BYTES: usize = 8 << 20;
 
 /// Shared between the writer (which advances it) and the verifier.
 #[derive(Debug, Default)]
@@ -101,7 +102,15 @@ pub struct Finding {
 #[derive(Debug)]
 pub struct Verifier {
     progress: Arc<Progress>,
-    thread: JoinHandle<io::Result<Finding>>,
+    /// Taken by [`Verifier::finish`].
+    thread: Option<JoinHandle<io::Result<Finding>>>,
+}
+
+impl Drop for Verifier {
+    /// A verifier dropped unfinished must not wait for bytes forever.
+    fn drop(&mut self) {
+        self.progress.cancel();
+    }
 }
 
 impl Verifier {
@@ -132,7 +141,10 @@ impl Verifier {
                     hash: r.finalize(),
                 })
             })?;
-        Ok(Self { progress, thread })
+        Ok(Self {
+            progress,
+            thread: Some(thread),
+        })
     }
 
     /// Where the writer reports progress.
@@ -141,15 +153,17 @@ impl Verifier {
     }
 
     /// Waits for the verdict (the file must be complete, or cancelled).
-    pub fn finish(self) -> io::Result<Finding> {
+    pub fn finish(mut self) -> io::Result<Finding> {
         self.thread
+            .take()
+            .ok_or_else(|| io::Error::other("verifier already finished"))?
             .join()
             .map_err(|_| io::Error::other("verifier thread panicked"))?
     }
 
     /// Gives up: the thread ends at its next read.
     pub fn cancel(self) {
-        self.progress.cancel();
+        // Dropping cancels.
     }
 }
 
@@ -323,10 +337,10 @@ mod tests {
         // Not a bundle: rejected, but the hash is still over every byte.
         assert!(found.verdict.is_err());
 
-        let v = Verifier::spawn(&path, data.len() as u64, trust).unwrap();
-        let p = v.progress;
-        let t = v.thread;
-        p.cancel();
+        let mut v = Verifier::spawn(&path, data.len() as u64, trust).unwrap();
+        let t = v.thread.take().unwrap();
+        drop(v);
+        // Dropped unfinished: the thread stops instead of waiting forever.
         assert!(t.join().unwrap().is_err());
     }
 }

@@ -34,7 +34,7 @@ use super::Shared;
 use super::direct::{self, ALIGN, Bounce, round_up};
 use super::publish::PublishJob;
 use super::streaming::Verifier;
-use crate::spool::{Spool, write_atomic};
+use crate::spool::{Spool, prepare_atomic, sync_dir, write_atomic};
 
 /// Work for the writer, in the order the core produced it.
 #[derive(Debug)]
@@ -165,7 +165,17 @@ impl Part {
 /// holds (same generation): a late checkpoint must never describe a
 /// partial file that was removed or started afresh since.
 #[derive(Debug, Clone, Default)]
-pub struct Live(Arc<Mutex<HashMap<TransferId, u64>>>);
+pub struct Live(Arc<Mutex<LiveMap>>);
+
+/// Generations, and transfers whose file lost data in a failed fsync.
+#[derive(Debug, Default)]
+struct LiveMap {
+    generations: HashMap<TransferId, u64>,
+    /// An fsync failed: pages written may be lost, whatever later fsyncs
+    /// say (the kernel reports a writeback error once). Such a transfer is
+    /// received again rather than published.
+    poisoned: std::collections::HashSet<TransferId>,
+}
 
 impl Live {
     /// A new generation for `id` (started, or gone when `alive` is false).
@@ -174,12 +184,23 @@ impl Live {
         let generation = NEXT.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.0.lock() {
             if alive {
-                m.insert(id, generation);
+                m.generations.insert(id, generation);
+                m.poisoned.remove(&id);
             } else {
-                m.remove(&id);
+                m.generations.remove(&id);
             }
         }
         generation
+    }
+
+    fn poison(&self, id: TransferId) {
+        if let Ok(mut m) = self.0.lock() {
+            m.poisoned.insert(id);
+        }
+    }
+
+    fn is_poisoned(&self, id: TransferId) -> bool {
+        self.0.lock().is_ok_and(|m| m.poisoned.contains(&id))
     }
 }
 
@@ -194,19 +215,32 @@ struct Checkpoint {
 /// The checkpoint thread's loop.
 fn checkpointer(spool: Spool, live: Live, shared: Arc<Shared>, jobs: Receiver<Checkpoint>) {
     for c in jobs {
-        let result = c.file.sync_data().and_then(|()| {
-            let json = serde_json::to_vec(&c.state).map_err(std::io::Error::other)?;
-            let guard = live
-                .0
-                .lock()
-                .map_err(|_| std::io::Error::other("lock poisoned"))?;
-            if guard.get(&c.id) != Some(&c.generation) {
-                return Ok(());
-            }
-            let r = write_atomic(&spool.incoming, &spool.state(c.id), &json);
-            drop(guard);
-            r
-        });
+        if let Err(e) = c.file.sync_data() {
+            live.poison(c.id);
+            shared.disk_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(transfer = %c.id, "flushing the partial file: {e}; the transfer will be received again");
+            continue;
+        }
+        // The slow part (write, fsync) outside the lock; only the rename,
+        // which makes the state current, under it.
+        let result = serde_json::to_vec(&c.state)
+            .map_err(std::io::Error::other)
+            .and_then(|json| prepare_atomic(&spool.incoming, &spool.state(c.id), &json))
+            .and_then(|tmp| {
+                let guard = live
+                    .0
+                    .lock()
+                    .map_err(|_| std::io::Error::other("lock poisoned"))?;
+                let current = guard.generations.get(&c.id) == Some(&c.generation);
+                let r = if current {
+                    std::fs::rename(&tmp, spool.state(c.id))
+                } else {
+                    std::fs::remove_file(&tmp)
+                };
+                drop(guard);
+                r?;
+                sync_dir(&spool.incoming)
+            });
         if let Err(e) = result {
             shared.disk_errors.fetch_add(1, Ordering::Relaxed);
             warn!(transfer = %c.id, "saving the transfer state: {e}");
@@ -567,7 +601,25 @@ impl Writer {
             let _ = self.replies.send(Reply::Reopen(state));
             return;
         }
+        if self.live.is_poisoned(id) {
+            // A flush failed earlier: what is on disk cannot be trusted.
+            error!(transfer = %id, bundle = %descriptor.name,
+                "a disk write of this transfer failed; receiving it again");
+            if let Some(v) = p.verifier.take() {
+                v.cancel();
+            }
+            self.live.bump(id, false);
+            if let Err(e) = self.spool.remove_partial(id) {
+                self.disk_error(id, "removing the partial file", &e);
+            }
+            let _ = self.replies.send(Reply::StartFailed(descriptor));
+            return;
+        }
         p.dirty = true;
+        // No checkpoint may write a state from now on: the one saved here
+        // is the last (a late one could claim fewer blocks for a file the
+        // publisher is about to link).
+        self.live.bump(id, false);
         // Cut the padding of the last block.
         if let Err(e) = p.file.set_len(descriptor.size) {
             self.disk_error(id, "cutting the partial file to size", &e);
@@ -581,8 +633,6 @@ impl Writer {
             self.unsaved.push((descriptor, digest));
             return;
         }
-        // The publisher owns it now: no checkpoint may touch its files.
-        self.live.bump(id, false);
         let _ = self.publish.send(PublishJob {
             descriptor,
             hash_checked: digest == DigestCheck::Verified,
@@ -674,10 +724,14 @@ impl Writer {
 
     /// Fsyncs the partial file, then records its state. False on error.
     fn save(&mut self, id: TransferId, p: &mut Part) -> bool {
-        let result = p.file.sync_data().and_then(|()| {
-            let json = serde_json::to_vec(&p.state).map_err(std::io::Error::other)?;
-            write_atomic(&self.spool.incoming, &self.spool.state(id), &json)
-        });
+        if let Err(e) = p.file.sync_data() {
+            self.live.poison(id);
+            self.disk_error(id, "flushing the partial file", &e);
+            return false;
+        }
+        let result = serde_json::to_vec(&p.state)
+            .map_err(std::io::Error::other)
+            .and_then(|json| write_atomic(&self.spool.incoming, &self.spool.state(id), &json));
         match result {
             Ok(()) => {
                 p.dirty = false;

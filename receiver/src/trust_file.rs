@@ -1,6 +1,7 @@
-//! The trust store file: loaded at start, changed only through
-//! `weir-receiver trust ...`, written atomically (temporary file, fsync,
-//! rename, directory fsync) so a crash never leaves half a store.
+//! The trust store file: changed only through `weir-receiver trust ...`,
+//! written atomically (temporary file, fsync, rename, directory fsync) so a
+//! crash never leaves half a store, and re-read by the running daemon when
+//! it changes ([`TrustWatch`]), so a revocation takes effect at once.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -54,4 +55,44 @@ pub fn save(path: &Path, store: &TrustStore) -> anyhow::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The daemon's view of the trust store: re-read whenever the file's
+/// modification time changes. A store that no longer parses is logged and
+/// the last good one is kept.
+#[derive(Debug)]
+pub struct TrustWatch {
+    path: PathBuf,
+    current: std::sync::Mutex<(Option<std::time::SystemTime>, std::sync::Arc<TrustStore>)>,
+}
+
+impl TrustWatch {
+    /// Loads the store at `path`; an error names the file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let mtime = fs::metadata(path).and_then(|m| m.modified()).ok();
+        let store = load(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            current: std::sync::Mutex::new((mtime, std::sync::Arc::new(store))),
+        })
+    }
+
+    /// The store as the file says now.
+    pub fn current(&self) -> std::sync::Arc<TrustStore> {
+        let mtime = fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let Ok(mut cur) = self.current.lock() else {
+            return std::sync::Arc::new(TrustStore::default());
+        };
+        if mtime != cur.0 {
+            cur.0 = mtime;
+            match load(&self.path) {
+                Ok(store) => {
+                    tracing::info!(file = %self.path.display(), keys = store.keys.len(), "trust store reloaded");
+                    cur.1 = std::sync::Arc::new(store);
+                }
+                Err(e) => tracing::error!("{e:#}; keeping the trust store loaded before"),
+            }
+        }
+        cur.1.clone()
+    }
 }

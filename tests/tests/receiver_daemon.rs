@@ -831,3 +831,33 @@ fn systemd_hears_ready_status_watchdog_and_stopping_and_status_has_json() {
     assert!(drain.join().unwrap(), "STOPPING=1 on SIGTERM");
     s.rx.child = None;
 }
+
+#[test]
+fn a_key_revoked_while_the_daemon_runs_counts_no_more() {
+    let mut s = Setup::new("");
+    s.rx.start().unwrap();
+    let (first, bytes) = s.bundle("app", 64, 31);
+    s.send("200Mbit", 1, &[&first]);
+    assert!(s.wait_staged("app_1.weir", 30) == bytes);
+    let out = Command::new(weir_tests::bin::path("weir-receiver"))
+        .args(["trust", "revoke", "--trust"])
+        .arg(&s.trust)
+        .arg("builder")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // No restart: the next bundle from that key is refused.
+    let (_, second) = s.bundle("tool", 64, 32);
+    blast(s.addr, &frames(&second, "tool.weir", 1, 5));
+    let id = TransferId::from_hash(&blake3::hash(&second));
+    let reason =
+        s.rx.spool
+            .join("quarantine")
+            .join(format!("{id}.reason.json"));
+    wait_for("the rejection", Duration::from_secs(30), || reason.exists())
+        .unwrap_or_else(|e| panic!("{e}\n{}", s.rx.log_text()));
+    let text = std::fs::read_to_string(&reason).unwrap();
+    assert!(text.contains("no_trusted_signature"), "{text}");
+    assert!(s.rx.log_text().contains("trust store reloaded"));
+    assert!(s.staged("tool_1.weir").is_none());
+}

@@ -25,7 +25,6 @@ pub mod streaming;
 pub mod writer;
 
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -34,7 +33,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sd_notify::NotifyState;
 use tracing::{error, info, warn};
-use weir_protocol::bundle::TrustStore;
 use weir_protocol::{
     Event, Integrity, LinkKey, Reassembler, ReassemblerConfig, TransferDescriptor, TransferId,
     TransferState,
@@ -141,19 +139,12 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
-/// Loads the trust store bundles are verified against.
-pub fn load_trust(path: &Path) -> anyhow::Result<TrustStore> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading trust store {}", path.display()))?;
-    TrustStore::from_toml(&text).with_context(|| format!("trust store {}", path.display()))
-}
-
 /// Runs the daemon until `stop` is set (SIGTERM), then saves the state of
 /// every partial transfer and returns.
 pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let spool = Spool::open(&settings.spool)
         .with_context(|| format!("creating the spool under {}", settings.spool.display()))?;
-    let trust = Arc::new(load_trust(&settings.trust)?);
+    let trust = Arc::new(crate::trust_file::TrustWatch::load(&settings.trust)?);
     let (listener, granted) = Listener::bind(settings.listen, settings.receive_buffer)
         .with_context(|| format!("listening on {}", settings.listen))?;
     let needed = (settings.rate.bytes_per_sec() * BUFFER_SECONDS) as usize;

@@ -25,13 +25,14 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use tracing::{error, info, warn};
-use weir_protocol::bundle::{BundleInfo, HashingReader, Signer, TrustStore, Verified, verify};
+use weir_protocol::bundle::{BundleInfo, HashingReader, KeyStatus, Signer, Verified, verify};
 use weir_protocol::{BundleName, TransferDescriptor};
 
 use super::Shared;
 use super::streaming::Verifier;
 use super::writer::Reply;
 use crate::spool::{Spool, sync_dir, write_atomic, write_new};
+use crate::trust_file::TrustWatch;
 
 /// A complete transfer, on disk and recorded, ready to be verified.
 #[derive(Debug)]
@@ -172,7 +173,7 @@ struct ReasonEntry {
 #[derive(Debug)]
 pub struct Publisher {
     spool: Spool,
-    trust: Arc<TrustStore>,
+    trust: Arc<TrustWatch>,
     replies: Sender<Reply>,
     shared: Arc<Shared>,
     /// Bytes of bundles `quarantine/` may hold.
@@ -183,7 +184,7 @@ impl Publisher {
     /// A publisher into `spool`, verifying against `trust`.
     pub fn new(
         spool: Spool,
-        trust: Arc<TrustStore>,
+        trust: Arc<TrustWatch>,
         replies: Sender<Reply>,
         shared: Arc<Shared>,
         quarantine_quota: u64,
@@ -258,7 +259,7 @@ impl Publisher {
             Err(e) => return Err(e),
         };
         let mut reader = HashingReader::new(file);
-        let result = verify(&mut reader, &self.trust, SystemTime::now());
+        let result = verify(&mut reader, &self.trust.current(), SystemTime::now());
         if !job.hash_checked {
             // Verification stops at the end of the archive.
             io::copy(&mut reader, &mut io::sink())?;
@@ -287,6 +288,17 @@ impl Publisher {
     ) -> io::Result<Verdict> {
         let id = d.transfer;
         match result {
+            Ok(v) if !self.signers_still_trusted(&v) => {
+                warn!(transfer = %id, bundle = %d.name,
+                    "every key that signed this bundle expired or was revoked while it arrived");
+                self.quarantine(
+                    d,
+                    vec![ReasonEntry {
+                        code: "no_trusted_signature".into(),
+                        message: "every key that signed the bundle expired or was revoked while it was being received".into(),
+                    }],
+                )
+            }
             Ok(v) => self.accept(d, &v),
             Err(rejection) => {
                 let reasons: Vec<ReasonEntry> = rejection
@@ -408,6 +420,19 @@ impl Publisher {
                 ),
             }],
         )
+    }
+
+    /// Verification may have started long before the last block: at least
+    /// one signer's key must still count now.
+    fn signers_still_trusted(&self, v: &Verified<BundleInfo>) -> bool {
+        let now = SystemTime::now();
+        let trust = self.trust.current();
+        v.signers.iter().any(|s| {
+            trust
+                .keys
+                .iter()
+                .any(|k| k.id == s.id && k.status(now) == KeyStatus::Usable)
+        })
     }
 
     /// After a bundle was linked into `dir`: make that durable, drop the

@@ -24,10 +24,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::trust_file::TrustWatch;
 use bytes::Bytes;
 use serde::Serialize;
 use tracing::{error, info, warn};
-use weir_protocol::bundle::TrustStore;
 use weir_protocol::{DigestCheck, SpilledBlock, TransferDescriptor, TransferId, TransferState};
 
 use super::Shared;
@@ -291,7 +291,7 @@ pub struct Writer {
     /// Write whole blocks with direct I/O where the filesystem allows.
     direct_io: bool,
     /// The trust store, for the verifiers.
-    trust: Arc<TrustStore>,
+    trust: Arc<TrustWatch>,
     /// Generations of the transfers held.
     live: Live,
     /// Periodic checkpoints go to this thread.
@@ -302,7 +302,7 @@ impl Writer {
     /// A writer over `spool`.
     pub fn new(
         spool: Spool,
-        trust: Arc<TrustStore>,
+        trust: Arc<TrustWatch>,
         replies: Sender<Reply>,
         publish: Sender<PublishJob>,
         shared: Arc<Shared>,
@@ -387,7 +387,7 @@ impl Writer {
     /// Starts a verifier on a partial file, if a thread can be had (the
     /// publisher reads the file itself otherwise).
     fn verifier(&self, d: &TransferDescriptor) -> Option<Verifier> {
-        match Verifier::spawn(&self.spool.part(d.transfer), d.size, self.trust.clone()) {
+        match Verifier::spawn(&self.spool.part(d.transfer), d.size, self.trust.current()) {
             Ok(v) => Some(v),
             Err(e) => {
                 warn!(transfer = %d.transfer, "no verifier while receiving ({e}); verifying at the end");

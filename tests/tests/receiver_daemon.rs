@@ -708,6 +708,7 @@ fn a_stale_state_of_a_published_bundle_is_never_written_into() {
     s.rx.kill().unwrap();
     let d = describe(&bytes, "app.weir");
     let incoming = s.rx.spool.join("incoming");
+    let _ = std::fs::remove_file(incoming.join(format!("{}.part", d.transfer)));
     std::fs::hard_link(
         s.rx.spool.join("staging/app_1.weir"),
         incoming.join(format!("{}.part", d.transfer)),
@@ -719,7 +720,8 @@ fn a_stale_state_of_a_published_bundle_is_never_written_into() {
         serde_json::to_vec(&weir_protocol::TransferState::new(d.clone())).unwrap(),
     )
     .unwrap();
-    std::fs::remove_file(incoming.join("finished")).unwrap();
+    // (The kill may have come before the publisher wrote it.)
+    let _ = std::fs::remove_file(incoming.join("finished"));
     s.rx.start().unwrap();
     let forged: Vec<u8> = bytes.iter().map(|b| b ^ 0x55).collect();
     blast(s.addr, &frames_as(d, &forged, 1, 2));
@@ -751,6 +753,8 @@ fn a_crash_right_after_publishing_never_damages_the_published_bundle() {
     let d = describe(&bytes, "app.weir");
     let incoming = s.rx.spool.join("incoming");
     let part = incoming.join(format!("{}.part", d.transfer));
+    // (The kill may have come before the publisher removed its own link.)
+    let _ = std::fs::remove_file(&part);
     std::fs::hard_link(s.rx.spool.join("staging/app_1.weir"), &part).unwrap();
     let mut state = weir_protocol::TransferState::new(d.clone());
     for b in 0..d.block_count {
@@ -761,7 +765,8 @@ fn a_crash_right_after_publishing_never_damages_the_published_bundle() {
         serde_json::to_vec(&state).unwrap(),
     )
     .unwrap();
-    std::fs::remove_file(incoming.join("finished")).unwrap();
+    // (The kill may have come before the publisher wrote it.)
+    let _ = std::fs::remove_file(incoming.join("finished"));
     let (_, other) = s.bundle("other", 600, 22);
     let o = describe(&other, "other.weir");
     std::fs::write(

@@ -132,6 +132,43 @@ impl Spool {
     }
 }
 
+/// Reports kept in `failed/` and reasons in `quarantine/`: anyone on the
+/// low-side network can make transfers fail or be rejected, so their
+/// number is bounded; the oldest go first.
+pub const REPORTS_KEPT: usize = 10_000;
+
+/// Removes the oldest files of `dir` whose names end with `suffix` (and
+/// their companions named `stem` + each of `companions`) once there are
+/// more than `keep` of them, down to `keep`. Returns how many went. Runs
+/// only when the count is 10% over, so that the scan is rare.
+pub fn prune_oldest(
+    dir: &Path,
+    suffix: &str,
+    companions: &[&str],
+    keep: usize,
+) -> io::Result<usize> {
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(dir)?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if files.len() <= keep + keep / 10 {
+        return Ok(0);
+    }
+    files.sort();
+    let excess = files.len() - keep;
+    for (_, path) in files.iter().take(excess) {
+        let _ = fs::remove_file(path);
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(stem) = name.strip_suffix(suffix) {
+            for c in companions {
+                let _ = fs::remove_file(dir.join(format!("{stem}{c}")));
+            }
+        }
+    }
+    Ok(excess)
+}
+
 /// Fsyncs a directory, so that names created or removed in it persist.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -256,6 +293,27 @@ mod tests {
         assert_eq!(fs::read(&dest).unwrap(), b"first");
         // No temporary file left behind.
         assert_eq!(fs::read_dir(&s.incoming).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn old_reports_are_pruned_with_their_companions() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..12 {
+            std::fs::write(dir.path().join(format!("{i:02}.reason.json")), b"{}").unwrap();
+            std::fs::write(dir.path().join(format!("{i:02}.weir")), b"x").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // 10% over a keep of 10 is 11: 12 files trigger it.
+        let gone = prune_oldest(dir.path(), ".reason.json", &[".weir"], 10).unwrap();
+        assert_eq!(gone, 2);
+        assert!(!dir.path().join("00.reason.json").exists());
+        assert!(!dir.path().join("01.weir").exists());
+        assert!(dir.path().join("02.reason.json").exists());
+        assert!(dir.path().join("11.weir").exists());
+        assert_eq!(
+            prune_oldest(dir.path(), ".reason.json", &[".weir"], 10).unwrap(),
+            0
+        );
     }
 
     #[test]

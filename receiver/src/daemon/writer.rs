@@ -34,7 +34,7 @@ use super::Shared;
 use super::direct::{self, ALIGN, Bounce, round_up};
 use super::publish::PublishJob;
 use super::streaming::Verifier;
-use crate::spool::{Spool, prepare_atomic, sync_dir, write_atomic};
+use crate::spool::{REPORTS_KEPT, Spool, prepare_atomic, prune_oldest, sync_dir, write_atomic};
 
 /// Work for the writer, in the order the core produced it.
 #[derive(Debug)]
@@ -674,6 +674,15 @@ impl Writer {
             .and_then(|json| write_atomic(&self.spool.incoming, &dest, &json));
         if let Err(e) = written {
             self.disk_error(id, "writing the failure report", &e);
+        }
+        match prune_oldest(&self.spool.failed, ".json", &[], REPORTS_KEPT) {
+            Ok(0) => {}
+            Ok(n) => warn!(
+                removed = n,
+                kept = REPORTS_KEPT,
+                "failed/: oldest reports removed"
+            ),
+            Err(e) => warn!("pruning failed/: {e}"),
         }
         if let Err(e) = self.spool.remove_partial(id) {
             self.disk_error(id, "removing the partial file", &e);

@@ -178,21 +178,15 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// `tmp_dir` (same filesystem): create_new, fsync, rename, fsync the
 /// directory. For internal files and reports, never for `staging/`.
 pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = temp_name(tmp_dir, dest);
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, dest)?;
-        if let Some(dir) = dest.parent() {
-            sync_dir(dir)?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
+    let tmp = prepare_atomic(tmp_dir, dest, bytes)?;
+    if let Err(e) = fs::rename(&tmp, dest) {
         let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    result
+    match dest.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
 }
 
 /// Writes `bytes` to a fsynced temporary file in `tmp_dir` beside `dest`'s
@@ -217,13 +211,8 @@ pub fn prepare_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<P
 /// temporary file, fsynced, then hard-linked into place (which fails with
 /// `AlreadyExists` rather than replace anything).
 pub fn write_new(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = temp_name(tmp_dir, dest);
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::hard_link(&tmp, dest)
-    })();
+    let tmp = prepare_atomic(tmp_dir, dest, bytes)?;
+    let result = fs::hard_link(&tmp, dest);
     let _ = fs::remove_file(&tmp);
     result
 }

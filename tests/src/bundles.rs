@@ -56,6 +56,31 @@ pub fn trusted(id: &str, k: &SigningKey) -> TrustedKey {
 }
 
 impl Fixture {
+    /// Makes a bundle `name` version 1 at `out`, signed with the trusted
+    /// key, of one artifact of `bytes` random bytes (from `seed`) written
+    /// in `dir`; returns the bundle's bytes.
+    pub fn signed_bundle(
+        &self,
+        dir: &std::path::Path,
+        name: &str,
+        bytes: u64,
+        seed: u64,
+        out: &std::path::Path,
+    ) -> Vec<u8> {
+        let art = dir.join(format!("{name}.bin"));
+        write_random_file(&art, bytes, seed).expect("artifact");
+        let req = weir_sender::bundle::create::CreateRequest {
+            name: name.into(),
+            version: "1".into(),
+            labels: Default::default(),
+            artifacts: vec![art],
+            sboms: vec![],
+            out: out.to_owned(),
+        };
+        weir_sender::bundle::create::create(&req, &self.key, SystemTime::now()).expect("bundle");
+        std::fs::read(out).expect("bundle bytes")
+    }
+
     /// Fresh keys in a temporary directory.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -12,14 +12,13 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use weir_protocol::{
     BundleName, Chunker, ChunkerConfig, FecParams, Integrity, LinkEncoder, TransferDescriptor,
     TransferId,
 };
-use weir_sender::bundle::create::{CreateRequest, create};
-use weir_tests::bundles::{Fixture, write_random_file};
+use weir_tests::bundles::Fixture;
 use weir_tests::daemons::{ReceiverProc, free_udp_addr, sender_config, wait_for};
 
 /// Keys, trust store and a receiver in a temporary directory.
@@ -58,19 +57,10 @@ impl Setup {
 
     /// A signed bundle named `name` version 1 with `kib` KiB of random data.
     fn bundle(&self, name: &str, kib: u64, seed: u64) -> (PathBuf, Vec<u8>) {
-        let art = self.dir.path().join(format!("{name}.bin"));
-        write_random_file(&art, kib * 1024, seed).unwrap();
         let out = self.dir.path().join(format!("{name}.weir"));
-        let req = CreateRequest {
-            name: name.into(),
-            version: "1".into(),
-            labels: Default::default(),
-            artifacts: vec![art],
-            sboms: vec![],
-            out: out.clone(),
-        };
-        create(&req, &self.fx.key, SystemTime::now()).unwrap();
-        let bytes = std::fs::read(&out).unwrap();
+        let bytes = self
+            .fx
+            .signed_bundle(self.dir.path(), name, kib * 1024, seed, &out);
         (out, bytes)
     }
 

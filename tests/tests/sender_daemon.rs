@@ -13,11 +13,10 @@ use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use weir_protocol::{Reassembler, ReassemblerConfig};
-use weir_sender::bundle::create::{CreateRequest, create};
-use weir_tests::bundles::{Fixture, write_random_file};
+use weir_tests::bundles::Fixture;
 use weir_tests::udp::{Received, receive};
 
 /// A sender spool, config, keys and trust store in a temporary directory,
@@ -76,18 +75,13 @@ trust = "{trust}"
 
     /// A signed bundle of `mib` MiB of random data at `out`.
     fn bundle(&self, name: &str, mib: u64, out: &Path) -> Vec<u8> {
-        let art = self.dir.path().join(format!("{name}.bin"));
-        write_random_file(&art, mib << 20, mib + name.len() as u64).unwrap();
-        let req = CreateRequest {
-            name: name.into(),
-            version: "1".into(),
-            labels: Default::default(),
-            artifacts: vec![art],
-            sboms: vec![],
-            out: out.to_owned(),
-        };
-        create(&req, &self.fx.key, SystemTime::now()).unwrap();
-        std::fs::read(out).unwrap()
+        self.fx.signed_bundle(
+            self.dir.path(),
+            name,
+            mib << 20,
+            mib + name.len() as u64,
+            out,
+        )
     }
 
     /// Starts receiving `want` transfers into `dir/rx`.

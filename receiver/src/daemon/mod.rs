@@ -56,10 +56,6 @@ pub struct Shared {
     pub blocks_written: AtomicU64,
     /// Disk errors.
     pub disk_errors: AtomicU64,
-    /// Transfers discarded for a wrong whole-file hash.
-    pub transfers_corrupt: AtomicU64,
-    /// Transfers expired.
-    pub transfers_expired: AtomicU64,
     /// The writer thread ended (it only does when told to, or by a bug).
     pub writer_gone: AtomicBool,
     /// The daemon is stopping: the publisher takes no new job.
@@ -87,12 +83,6 @@ enum Reopen {
     Held,
 }
 
-/// A transfer the loop knows about.
-#[derive(Debug)]
-struct Track {
-    descriptor: TransferDescriptor,
-}
-
 /// The receive loop's state.
 struct Daemon {
     settings: Settings,
@@ -105,7 +95,8 @@ struct Daemon {
     jobs: Option<Sender<Job>>,
     publish: Option<Sender<PublishJob>>,
     replies: Receiver<Reply>,
-    tracks: HashMap<TransferId, Track>,
+    /// Transfers in flight, for `status`.
+    tracks: HashMap<TransferId, TransferDescriptor>,
     /// Bytes each transfer holds in `incoming/`, from its start to its
     /// outcome (for the quota).
     reserved: HashMap<TransferId, u64>,
@@ -458,12 +449,7 @@ impl Daemon {
                 }
                 self.refused.remove(&id);
                 self.reserved.insert(id, d.size);
-                self.tracks.insert(
-                    id,
-                    Track {
-                        descriptor: d.clone(),
-                    },
-                );
+                self.tracks.insert(id, d.clone());
                 self.send(Job::Start(d));
             }
             Event::BlockReady {
@@ -498,7 +484,7 @@ impl Daemon {
                 let name = self
                     .tracks
                     .get(&transfer)
-                    .map(|t| t.descriptor.name.to_string())
+                    .map(|d| d.name.to_string())
                     .unwrap_or_default();
                 if passes != 0 && pass + 1 >= passes && missing_blocks > 0 {
                     warn!(%transfer, bundle = %name, missing_blocks,
@@ -630,7 +616,7 @@ impl Daemon {
                         Reopen::Held => {}
                     }
                     self.reserved.insert(d.transfer, d.size);
-                    self.tracks.insert(d.transfer, Track { descriptor: d });
+                    self.tracks.insert(d.transfer, d);
                 }
                 Err(weir_protocol::reassembler::StateError::NoRoom(_)) => {
                     self.reopen.push_front((state, how));
@@ -726,8 +712,7 @@ impl Daemon {
         let mut transfers: Vec<TransferProgress> = self
             .tracks
             .values()
-            .map(|t| {
-                let d = &t.descriptor;
+            .map(|d| {
                 let (done, blocks) = self.core.progress(d.transfer).unwrap_or((0, d.block_count));
                 TransferProgress {
                     transfer: d.transfer.to_string(),

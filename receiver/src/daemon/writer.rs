@@ -579,9 +579,6 @@ impl Writer {
             if let Err(e) = self.spool.remove_partial(id) {
                 self.disk_error(id, "removing a corrupt partial file", &e);
             }
-            self.shared
-                .transfers_corrupt
-                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         let Some(mut p) = self.parts.remove(&id) else {
@@ -689,9 +686,6 @@ impl Writer {
         }
         error!(transfer = %id, bundle = %d.name, blocks_missing = lacking, blocks = d.block_count,
             report = %dest.display(), "transfer expired incomplete");
-        self.shared
-            .transfers_expired
-            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Saves the state of every transfer that changed: here when `now`,

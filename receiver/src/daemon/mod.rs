@@ -21,6 +21,7 @@ pub mod direct;
 pub mod link;
 pub mod metrics;
 pub mod publish;
+pub mod recycle;
 pub mod streaming;
 pub mod writer;
 
@@ -95,6 +96,8 @@ struct Daemon {
     jobs: Option<Sender<Job>>,
     publish: Option<Sender<PublishJob>>,
     replies: Receiver<Reply>,
+    /// Block buffers given back by the writer and verifiers.
+    returned: recycle::Returned,
     /// Transfers in flight, for `status`.
     tracks: HashMap<TransferId, TransferDescriptor>,
     /// Bytes each transfer holds in `incoming/`, from its start to its
@@ -198,6 +201,8 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         settings.checkpoint,
         settings.transfer_expiry,
     );
+    let (recycle, returned) = recycle::channel();
+    let writer = writer.recycling(recycle);
     let writer = if settings.direct_io {
         writer
     } else {
@@ -228,6 +233,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         jobs: Some(job_tx),
         publish: Some(pub_tx),
         replies: reply_rx,
+        returned,
         tracks: HashMap::new(),
         reserved: HashMap::new(),
         reopen: VecDeque::new(),
@@ -363,6 +369,9 @@ impl Daemon {
             }
             self.drain_events();
             self.drain_replies();
+            while let Some(b) = self.returned.next() {
+                self.core.recycle(b);
+            }
             let now = Instant::now();
             if self.core.poll_timeout().is_some_and(|t| t <= now) {
                 self.core.handle_timeout(now);

@@ -31,6 +31,7 @@ use bytes::{Buf, Bytes};
 use weir_protocol::bundle::{BundleInfo, HashingReader, Rejection, TrustStore, Verified, verify};
 
 use super::direct::{ALIGN, round_up};
+use super::recycle::Recycle;
 
 /// How far the partial file can be read.
 #[derive(Debug, Default)]
@@ -115,7 +116,13 @@ impl Drop for Verifier {
 
 impl Verifier {
     /// Starts verifying the file at `path`, of `size` bytes once complete.
-    pub fn spawn(path: &Path, size: u64, trust: Arc<TrustStore>) -> io::Result<Self> {
+    /// Handed-over blocks go back through `recycle` once read.
+    pub fn spawn(
+        path: &Path,
+        size: u64,
+        trust: Arc<TrustStore>,
+        recycle: Option<Recycle>,
+    ) -> io::Result<Self> {
         let file = File::open(path)?;
         let progress = Arc::new(Progress::default());
         let reader = Trailing {
@@ -124,6 +131,8 @@ impl Verifier {
             buf: vec![0; CHUNK + ALIGN as usize],
             have: 0..0,
             current: Bytes::new(),
+            whole: None,
+            recycle,
             pos: 0,
             size,
             progress: progress.clone(),
@@ -193,6 +202,10 @@ struct Trailing {
     have: std::ops::Range<usize>,
     /// A block handed over in memory, not yet read out.
     current: Bytes,
+    /// All of that block, to give back once read.
+    whole: Option<Bytes>,
+    /// Where read blocks go back for reuse.
+    recycle: Option<Recycle>,
     /// File offset of the next byte to read into `buf`.
     pos: u64,
     size: u64,
@@ -225,7 +238,8 @@ impl Trailing {
         while let Some((offset, data)) = m.handoff.pop_front() {
             m.handoff_bytes -= data.len();
             if offset == self.pos {
-                self.current = data;
+                self.current = data.clone();
+                self.whole = Some(data);
                 break;
             }
             if offset > self.pos {
@@ -287,6 +301,11 @@ impl Read for Trailing {
                 .unwrap_or_default()
                 .copy_from_slice(self.current.get(..n).unwrap_or_default());
             self.current.advance(n);
+            if self.current.is_empty()
+                && let (Some(whole), Some(r)) = (self.whole.take(), &self.recycle)
+            {
+                r.give(whole);
+            }
             return Ok(n);
         }
         if self.have.is_empty() {
@@ -321,7 +340,7 @@ mod tests {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
         std::fs::write(&path, vec![0u8; data.len()]).unwrap();
         let trust = Arc::new(TrustStore::default());
-        let v = Verifier::spawn(&path, data.len() as u64, trust.clone()).unwrap();
+        let v = Verifier::spawn(&path, data.len() as u64, trust.clone(), None).unwrap();
         // Written in two steps; the reader must see the final bytes only.
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.write_all_at(&data[..4096 * 300], 0).unwrap();
@@ -337,7 +356,7 @@ mod tests {
         // Not a bundle: rejected, but the hash is still over every byte.
         assert!(found.verdict.is_err());
 
-        let mut v = Verifier::spawn(&path, data.len() as u64, trust).unwrap();
+        let mut v = Verifier::spawn(&path, data.len() as u64, trust, None).unwrap();
         let t = v.thread.take().unwrap();
         drop(v);
         // Dropped unfinished: the thread stops instead of waiting forever.

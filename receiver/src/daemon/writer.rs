@@ -33,6 +33,7 @@ use weir_protocol::{DigestCheck, SpilledBlock, TransferDescriptor, TransferId, T
 use super::Shared;
 use super::direct::{self, ALIGN, Bounce, round_up};
 use super::publish::PublishJob;
+use super::recycle::Recycle;
 use super::streaming::Verifier;
 use crate::spool::{REPORTS_KEPT, Spool, prepare_atomic, prune_oldest, sync_dir, write_atomic};
 
@@ -296,6 +297,8 @@ pub struct Writer {
     live: Live,
     /// Periodic checkpoints go to this thread.
     checkpoints: Option<std::sync::mpsc::SyncSender<Checkpoint>>,
+    /// Where written blocks' buffers go back for reuse.
+    recycle: Option<Recycle>,
 }
 
 impl Writer {
@@ -324,7 +327,15 @@ impl Writer {
             trust,
             live: Live::default(),
             checkpoints: None,
+            recycle: None,
         }
+    }
+
+    /// Gives written blocks' buffers back through `recycle` (and has the
+    /// verifiers do the same).
+    pub fn recycling(mut self, recycle: Recycle) -> Self {
+        self.recycle = Some(recycle);
+        self
     }
 
     /// Writes every block through the page cache (for tests and
@@ -387,7 +398,12 @@ impl Writer {
     /// Starts a verifier on a partial file, if a thread can be had (the
     /// publisher reads the file itself otherwise).
     fn verifier(&self, d: &TransferDescriptor) -> Option<Verifier> {
-        match Verifier::spawn(&self.spool.part(d.transfer), d.size, self.trust.current()) {
+        match Verifier::spawn(
+            &self.spool.part(d.transfer),
+            d.size,
+            self.trust.current(),
+            self.recycle.clone(),
+        ) {
             Ok(v) => Some(v),
             Err(e) => {
                 warn!(transfer = %d.transfer, "no verifier while receiving ({e}); verifying at the end");
@@ -441,6 +457,9 @@ impl Writer {
                                 v.progress().hand_over(offset, data.clone());
                             }
                             p.advance();
+                        }
+                        if let Some(r) = &self.recycle {
+                            r.give(data);
                         }
                     }
                     Err(e) => self.disk_error(transfer, "writing a block", &e),

@@ -11,7 +11,7 @@
 //!   └──── receive loop ◀─────────┴─────────────────────┘
 //! ```
 
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use bytes::Bytes;
 
@@ -42,9 +42,6 @@ impl Recycle {
 impl Returned {
     /// The next buffer given back, if any.
     pub fn next(&self) -> Option<Bytes> {
-        match self.0.try_recv() {
-            Ok(b) => Some(b),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.0.try_recv().ok()
     }
 }

@@ -511,13 +511,17 @@ pub struct Reassembler {
     tick: u64,
     /// Block buffers the driver gave back once done with them, reused
     /// for new blocks: no allocation, no zeroing and no page faults per
-    /// block. At most [`SPARE_BUFFERS`], and only while they fit in
-    /// `max_memory` beside `memory`.
+    /// block. At most [`SPARE_BUFFERS`] and [`SPARE_BYTES`], and only while
+    /// they fit in `max_memory` beside `memory`.
     spare: Vec<BytesMut>,
 }
 
-/// Most block buffers kept for reuse.
-const SPARE_BUFFERS: usize = 4;
+/// Most block buffers kept for reuse: blocks start and finish a whole
+/// interleaved group at a time (16 by default), so the pool must hold a
+/// group's worth to serve the next one.
+const SPARE_BUFFERS: usize = 32;
+/// Most bytes of block buffers kept for reuse.
+const SPARE_BYTES: usize = 32 << 20;
 
 impl Reassembler {
     /// A reassembler with these limits.
@@ -550,6 +554,7 @@ impl Reassembler {
         let spare_bytes: usize = self.spare.iter().map(BytesMut::capacity).sum();
         if self.spare.len() >= SPARE_BUFFERS
             || buf.as_ptr().align_offset(BLOCK_ALIGN) != 0
+            || spare_bytes + buf.capacity() > SPARE_BYTES
             || self.memory + spare_bytes + buf.capacity() > self.config.max_memory
         {
             return;

@@ -16,7 +16,9 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use bytes::Bytes;
 
 /// Buffers in flight back to the receive loop; more are simply dropped.
-const BACKLOG: usize = 16;
+/// Each block comes back twice (writer and verifier), and a whole
+/// interleaved group of blocks finishes at once.
+const BACKLOG: usize = 64;
 
 /// The giving end, cloned into the writer and every verifier.
 #[derive(Debug, Clone)]

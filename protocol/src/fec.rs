@@ -36,6 +36,11 @@ pub const MAX_DATA_SHARDS: u16 = 4096;
 pub const MAX_BLOCK_LEN: usize = 16 << 20;
 /// Upper bound on the interleave depth.
 pub const MAX_INTERLEAVE: u16 = 1024;
+/// Bytes of blocks an interleaved group holds when the sender picks the
+/// depth ([`FecParams::auto_interleave`]).
+pub const AUTO_GROUP_BYTES: usize = 8 << 20;
+/// Deepest interleave the sender picks by itself.
+pub const AUTO_INTERLEAVE_MAX: u16 = 16;
 
 /// Validated FEC parameters of one transfer.
 ///
@@ -161,6 +166,20 @@ impl FecParams {
     /// that a bigger block spreads over more bytes.
     pub fn default_for_shard_size(shard_size: u16) -> Result<Self, FecParamsError> {
         Self::new(256, 64, shard_size, 16)
+    }
+
+    /// The interleave depth for blocks of `data_shards` × `shard_size`
+    /// bytes when none is configured: as many blocks as fit in
+    /// [`AUTO_GROUP_BYTES`], at most [`AUTO_INTERLEAVE_MAX`]. A burst of lost
+    /// frames then costs each block about the same share of its parity at
+    /// any MTU (16 blocks at 1500, 3 at 9000, for K = 256), and a group stays
+    /// small enough for the CPU caches on both ends and for the receiver's
+    /// write queue, which takes a whole group at once when its blocks
+    /// complete together.
+    pub fn auto_interleave(data_shards: u16, shard_size: u16) -> u16 {
+        let block = usize::from(data_shards).max(1) * usize::from(shard_size).max(1);
+        let d = (AUTO_GROUP_BYTES / block).clamp(1, usize::from(AUTO_INTERLEAVE_MAX));
+        u16::try_from(d).unwrap_or(AUTO_INTERLEAVE_MAX)
     }
 
     /// Shrinks K (and M in proportion, keeping at least `min(M, 4)` parity
@@ -427,6 +446,21 @@ impl BlockDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_automatic_interleave_keeps_a_group_near_8_mib() {
+        // MTU 1500 with CRC (1424-byte shards) and 9000 (8928).
+        assert_eq!(FecParams::auto_interleave(256, 1424), 16);
+        assert_eq!(FecParams::auto_interleave(256, 8928), 3);
+        // Small blocks stop at 16; a block past 8 MiB still gets 1.
+        assert_eq!(FecParams::auto_interleave(4, 16), 16);
+        assert_eq!(FecParams::auto_interleave(4096, 4096), 1);
+        for (k, s) in [(256, 1424), (256, 8928), (64, 8928), (1024, 1424)] {
+            let d = FecParams::auto_interleave(k, s);
+            assert!(FecParams::new(k, 16, s, d).is_ok());
+            assert!(usize::from(d) * usize::from(k) * usize::from(s) <= AUTO_GROUP_BYTES);
+        }
+    }
 
     fn block(p: &FecParams, seed: u8) -> Vec<u8> {
         (0..p.block_len())

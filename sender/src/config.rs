@@ -108,9 +108,10 @@ pub struct RawFec {
     /// M.
     #[serde(default = "default_m")]
     pub parity_shards: u16,
-    /// D.
-    #[serde(default = "default_d")]
-    pub interleave: u16,
+    /// D; unset, the sender picks it for the MTU
+    /// ([`FecParams::auto_interleave`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interleave: Option<u16>,
 }
 
 impl Default for RawFec {
@@ -118,7 +119,7 @@ impl Default for RawFec {
         Self {
             data_shards: default_k(),
             parity_shards: default_m(),
-            interleave: default_d(),
+            interleave: None,
         }
     }
 }
@@ -202,9 +203,6 @@ fn default_k() -> u16 {
 fn default_m() -> u16 {
     64
 }
-fn default_d() -> u16 {
-    16
-}
 fn default_passes() -> u32 {
     2
 }
@@ -260,8 +258,9 @@ pub struct Settings {
     pub link_key: Option<[u8; 32]>,
     /// Socket send buffer to ask for.
     pub send_buffer: usize,
-    /// K, M, D (the shard size follows the MTU and the tag).
-    pub fec: (u16, u16, u16),
+    /// K, M, D (the shard size follows the MTU and the tag; D, when not
+    /// set, too).
+    pub fec: (u16, u16, Option<u16>),
     /// Passes per bundle.
     pub passes: u32,
     /// Pause between passes.
@@ -358,8 +357,13 @@ impl Settings {
             .context("link.key_file")?;
         let f = &raw.fec;
         // The shard size follows the MTU; check K, M, D with the smallest.
-        FecParams::new(f.data_shards, f.parity_shards, 1392, f.interleave)
-            .map_err(|e| anyhow!("fec: {e}"))?;
+        FecParams::new(
+            f.data_shards,
+            f.parity_shards,
+            1392,
+            f.interleave.unwrap_or(1),
+        )
+        .map_err(|e| anyhow!("fec: {e}"))?;
         if raw.transfer.passes == 0 {
             anyhow::bail!("transfer.passes: must be at least 1");
         }
@@ -456,7 +460,7 @@ trust = "/tmp/trust.toml"
         assert_eq!(s.rate.bits_per_sec(), 100_000_000);
         assert_eq!(s.mtu, Mtu::ETHERNET);
         assert_eq!(s.passes, 2);
-        assert_eq!(s.fec, (256, 64, 16));
+        assert_eq!(s.fec, (256, 64, None));
         assert_eq!(s.after_send, AfterSend::Move);
         assert!(s.effective_toml().contains("[link]"));
     }

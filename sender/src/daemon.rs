@@ -55,7 +55,7 @@ pub fn check(
     path: &Path,
     trust: &TrustStore,
     shard_size: u16,
-    fec: (u16, u16, u16),
+    fec: (u16, u16, Option<u16>),
 ) -> anyhow::Result<Result<Checked, Rejection>> {
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let size = f.metadata()?.len();
@@ -73,7 +73,10 @@ pub fn check(
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("bundle");
-    let params = FecParams::new(fec.0, fec.1, shard_size, fec.2)
+    let interleave = fec
+        .2
+        .unwrap_or_else(|| FecParams::auto_interleave(fec.0, shard_size));
+    let params = FecParams::new(fec.0, fec.1, shard_size, interleave)
         .map_err(|e| anyhow::anyhow!("fec: {e}"))?
         .fitted_to(size);
     let descriptor = TransferDescriptor::new(

@@ -458,3 +458,23 @@ fn the_carousel_serves_a_receiver_that_came_up_late() {
     assert!(p[0].1 == bytes);
     assert!(terminate(&mut child).success());
 }
+
+/// Unset in the configuration, the interleave depth follows the shard size
+/// (so the MTU): a group of blocks stays near 8 MiB, 16 blocks at MTU 1500
+/// and 3 at 9000. A depth that is set is kept.
+#[test]
+fn the_check_picks_the_interleave_for_the_mtu() {
+    let fx = Fixture::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.weir");
+    fx.signed_bundle(dir.path(), "b", 12 << 20, 3, &path);
+    let depth = |shard: u16, d: Option<u16>| {
+        let checked = weir_sender::daemon::check(&path, &fx.trust, shard, (256, 64, d))
+            .unwrap()
+            .unwrap();
+        checked.descriptor.fec.interleave()
+    };
+    assert_eq!(depth(1424, None), 16);
+    assert_eq!(depth(8928, None), 3);
+    assert_eq!(depth(8928, Some(16)), 16);
+}

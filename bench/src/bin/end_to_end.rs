@@ -23,6 +23,8 @@
 //! WEIR_BENCH_SIZE=4GiB WEIR_BENCH_MTUS=9000 WEIR_BENCH_RUNS=1 target/release/end_to_end
 //! ```
 //! Rates: `WEIR_BENCH_RATE_1500`, `WEIR_BENCH_RATE_9000` (the sender's pacing).
+//! `WEIR_BENCH_DIR` is where the bundle and both spools live (`/var/tmp`,
+//! a disk; `/dev/shm` takes the disk out of the measurement).
 //! `WEIR_BENCH_PERF=file` records a `perf` profile of both daemons from the
 //! drop into the outbox to the publication.
 
@@ -394,11 +396,11 @@ fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let dir = tempfile::Builder::new()
         .prefix("weir-e2e-")
-        .tempdir_in("/var/tmp")?;
+        .tempdir_in(env_or("WEIR_BENCH_DIR", "/var/tmp"))?;
     let bundle = make_bundle(&bins, dir.path(), size.bytes())?;
     let size = std::fs::metadata(&bundle)?.len();
     println!(
-        "end to end: {} bundle ({size} bytes), FEC 256+64 (20% parity), 2 passes planned, {runs} run(s) per setting, 127.0.0.1",
+        "end to end: {} bundle ({size} bytes), FEC 256+64 (20% parity) with the sender's interleave for the MTU, 2 passes planned, {runs} run(s) per setting, 127.0.0.1",
         ByteSize(size)
     );
     for mtu in mtus {
@@ -408,9 +410,13 @@ fn main() -> anyhow::Result<()> {
             &format!("WEIR_BENCH_RATE_{}", mtu.get()),
             if mtu.get() >= 9000 { "12Gbit" } else { "7Gbit" },
         );
+        let shard = weir_protocol::LinkEncoder::new(0, weir_protocol::Integrity::Crc32c)
+            .shard_size_for(datagram)
+            .context("no room for a shard")?;
         println!(
-            "\nMTU {} ({datagram}-byte datagrams), sender paced at {rate}:",
-            mtu.get()
+            "\nMTU {} ({datagram}-byte datagrams, {shard}-byte shards, interleave {}), sender paced at {rate}:",
+            mtu.get(),
+            weir_protocol::FecParams::auto_interleave(256, shard),
         );
         let (mut plain, mut gso, mut weir) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..runs {

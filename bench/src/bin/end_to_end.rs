@@ -408,7 +408,7 @@ fn main() -> anyhow::Result<()> {
         let datagram = mtu.max_datagram(false);
         let rate = env_or(
             &format!("WEIR_BENCH_RATE_{}", mtu.get()),
-            if mtu.get() >= 9000 { "12Gbit" } else { "7Gbit" },
+            if mtu.get() >= 9000 { "8Gbit" } else { "7Gbit" },
         );
         let shard = weir_protocol::LinkEncoder::new(0, weir_protocol::Integrity::Crc32c)
             .shard_size_for(datagram)

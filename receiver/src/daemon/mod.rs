@@ -559,14 +559,7 @@ impl Daemon {
                     self.publishing.remove(&state.descriptor.transfer);
                     self.reopen.push_back((state, Reopen::Held));
                 }
-                Reply::StartFailed(d) => {
-                    self.publishing.remove(&d.transfer);
-                    // Forget it: its next descriptor tries again.
-                    self.core.forget(d.transfer);
-                    self.core.forget_finished(d.transfer);
-                    self.tracks.remove(&d.transfer);
-                    self.reserved.remove(&d.transfer);
-                }
+                Reply::StartFailed(d) => self.forget_transfer(d.transfer),
                 Reply::SpillFailed { transfer, block } => self.core.reload_failed(transfer, block),
                 Reply::Outcome(o) => {
                     if !matches!(o.verdict, Verdict::Deferred { .. }) {
@@ -578,8 +571,18 @@ impl Daemon {
                             // Receive it again from scratch, once the core
                             // has room for it.
                             let d = o.descriptor.clone();
-                            self.reopen
-                                .push_back((TransferState::new(d), Reopen::Start));
+                            if self.reopen.len() < self.reopen_limit() {
+                                self.reopen
+                                    .push_back((TransferState::new(d), Reopen::Start));
+                            } else {
+                                // Each entry is a transfer someone sent in
+                                // full: a bound, not a loss. Its next
+                                // descriptor starts it afresh.
+                                warn!(transfer = %d.transfer, waiting = self.reopen.len(),
+                                    "too many transfers wait to be received again; this one starts afresh at its next descriptor");
+                                self.metrics.refused("reopen_queue");
+                                self.forget_transfer(d.transfer);
+                            }
                         }
                         Verdict::Deferred { .. } => {
                             let wait = RETRY_PUBLISH
@@ -608,6 +611,21 @@ impl Daemon {
             }
         }
         self.retry_reopen();
+    }
+
+    /// Forgets a transfer everywhere in the loop: its next descriptor
+    /// starts it again.
+    fn forget_transfer(&mut self, id: TransferId) {
+        self.publishing.remove(&id);
+        self.core.forget(id);
+        self.core.forget_finished(id);
+        self.tracks.remove(&id);
+        self.reserved.remove(&id);
+    }
+
+    /// Most transfers waiting to be re-opened: a few per transfer slot.
+    fn reopen_limit(&self) -> usize {
+        self.settings.transfers.saturating_mul(4).max(16)
     }
 
     /// Imports the transfers waiting to be re-opened, as far as the core

@@ -256,6 +256,9 @@ pub struct Stats {
     pub blocks_spilled: u64,
     /// Spilled blocks read back to be rebuilt.
     pub blocks_reloaded: u64,
+    /// New blocks that got a given-back buffer ([`Reassembler::recycle`])
+    /// instead of a fresh one.
+    pub buffers_reused: u64,
     /// Transfers completed with a verified or read-back digest.
     pub transfers_completed: u64,
     /// Transfers whose on-the-fly digest did not match.
@@ -543,15 +546,15 @@ impl Reassembler {
         }
     }
 
-    /// Gives back the data of a delivered block ([`Event::Block`] or a
-    /// spill) once the driver is done with it. The buffer is reused for a
-    /// later block if nothing else still holds it; otherwise this only
-    /// drops `data`.
+    /// Gives back the data of a delivered block ([`Event::BlockReady`])
+    /// once the driver is done with it. The buffer is reused for a later
+    /// block if nothing else still holds it; otherwise this only drops
+    /// `data`.
     pub fn recycle(&mut self, data: Bytes) {
         let Ok(mut buf) = data.try_into_mut() else {
             return;
         };
-        let spare_bytes: usize = self.spare.iter().map(BytesMut::capacity).sum();
+        let spare_bytes = self.spare_bytes();
         if self.spare.len() >= SPARE_BUFFERS
             || buf.as_ptr().align_offset(BLOCK_ALIGN) != 0
             || spare_bytes + buf.capacity() > SPARE_BYTES
@@ -566,15 +569,26 @@ impl Reassembler {
         self.spare.push(buf);
     }
 
+    /// Bytes of the spare buffers.
+    fn spare_bytes(&self) -> usize {
+        self.spare.iter().map(BytesMut::capacity).sum()
+    }
+
     /// A buffer of `len` bytes starting on a [`BLOCK_ALIGN`] boundary: a
-    /// spare one if any fits (its old bytes are all overwritten before the
-    /// block is delivered: every slot is filled by a shard, the decoder or
-    /// a reload), else a new zeroed one. Spares that do not fit, or that
-    /// would take the total past `max_memory`, are dropped.
+    /// spare one of this size if there is one (its old bytes are all
+    /// overwritten before the block is delivered: every slot is filled by
+    /// a shard, the decoder or a reload), else a new zeroed one. Spares of
+    /// another size are dropped (a block is charged `len`, so a larger
+    /// buffer would hold memory the limit does not see), and so are spares
+    /// that would take the total past `max_memory`.
     fn block_buffer(&mut self, len: usize) -> BytesMut {
+        while self.memory + len + self.spare_bytes() > self.config.max_memory
+            && self.spare.pop().is_some()
+        {}
         while let Some(mut buf) = self.spare.pop() {
-            if buf.len() >= len {
+            if buf.len() >= len && buf.capacity() < len + BLOCK_ALIGN {
                 buf.truncate(len);
+                self.stats.buffers_reused += 1;
                 return buf;
             }
         }
@@ -588,9 +602,10 @@ impl Reassembler {
         s
     }
 
-    /// Bytes held in block buffers now; never above `max_memory`.
+    /// Bytes held in block buffers now, spare ones included; never above
+    /// `max_memory`.
     pub fn memory_in_use(&self) -> usize {
-        self.memory
+        self.memory + self.spare_bytes()
     }
 
     /// Transfers in progress.
@@ -1154,7 +1169,18 @@ impl Reassembler {
             return;
         }
         self.stats.blocks_spilled += 1;
-        let mut data = p.buf.freeze();
+        // Only the listed shards are this block's; the other slots may hold
+        // parked parity or a reused buffer's old bytes: clear them, so that
+        // nothing but this block's data ever leaves in a spill.
+        let mut buf = p.buf;
+        for (i, s) in p.slots.iter().enumerate() {
+            if *s != Slot::Data
+                && let Some(slot) = buf.get_mut(i * shard_size..(i + 1) * shard_size)
+            {
+                slot.fill(0);
+            }
+        }
+        let mut data = buf.freeze();
         data.truncate(t.desc.block_len(block));
         let shards = in_buf
             .runs(true)
@@ -1464,7 +1490,6 @@ mod tests {
         let second: Vec<u8> = data(4100).iter().map(|b| !b).collect();
         let mut r = Reassembler::new(ReassemblerConfig::default());
         let now = Instant::now();
-        let mut reused = 0;
         for (epoch, bytes) in [(1, &first), (2, &second)] {
             let desc = descriptor(bytes, fec());
             let mut grams = datagrams(&desc, bytes, 1, epoch);
@@ -1480,7 +1505,6 @@ mod tests {
             });
             let mut file = vec![0; bytes.len()];
             for g in &grams {
-                reused += usize::from(!r.spare.is_empty());
                 r.handle_datagram(now, g);
                 while let Some(e) = r.poll_event() {
                     if let Event::BlockReady { offset, data, .. } = e {
@@ -1492,7 +1516,7 @@ mod tests {
             }
             assert_eq!(&file, bytes);
         }
-        assert!(reused > 0, "no buffer was reused");
+        assert!(r.stats().buffers_reused > 0, "no buffer was reused");
     }
 
     #[test]

@@ -168,8 +168,10 @@ fn default_memory() -> String {
 }
 
 /// Memory one transfer needs to rebuild two interleave groups at once with
-/// the sender's default coding (K = 256, D = 16) at this MTU: less, and
-/// every block beyond it is parked on disk and read back.
+/// the sender's default coding (K = 256) and the deepest interleave it
+/// picks by itself (D = 16; at jumbo MTU it picks fewer blocks, and this
+/// leaves room for a sender configured with 16): less, and every block
+/// beyond it is parked on disk and read back.
 fn memory_per_transfer(mtu: Mtu, ipv6: bool) -> u64 {
     let shard = weir_protocol::LinkEncoder::new(0, weir_protocol::Integrity::Crc32c)
         .shard_size_for(mtu.max_datagram(ipv6))

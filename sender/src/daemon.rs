@@ -297,7 +297,8 @@ impl Daemon {
         info!(
             bundle = %d.name, transfer = %d.transfer, bytes = d.size,
             name = %checked.info.manifest.name, version = %checked.info.manifest.version,
-            lane = ?c.lane, first_pass, "sending"
+            lane = ?c.lane, first_pass, data_shards = d.fec.data_shards(),
+            parity_shards = d.fec.parity_shards(), interleave = d.fec.interleave(), "sending"
         );
         loop {
             let urgent_dir = self.spool.urgent.clone();

@@ -497,6 +497,7 @@ fn pace_and_send(
 /// batches rather than spinning, and short gaps at high rates are kept.
 /// Best effort: without it pacing holds the rate, with coarser gaps.
 fn precise_timers() {
+    #[cfg(target_os = "linux")]
     if let Err(e) = nix::sys::prctl::set_timerslack(1_000) {
         tracing::debug!("cannot set the timer slack: {e}");
     }

@@ -181,7 +181,12 @@ impl MemReceiver {
                     offset,
                     data,
                     ..
-                } => self.write(transfer, offset, &data),
+                } => {
+                    self.write(transfer, offset, &data);
+                    // As the daemon does: the buffer goes back for reuse,
+                    // so every simulation also runs on recycled buffers.
+                    self.reassembler.recycle(data);
+                }
                 Event::SpillBlock(spill) => {
                     for (offset, bytes) in spill.segments() {
                         self.write(spill.transfer, offset, bytes);

@@ -301,10 +301,13 @@ impl Read for Trailing {
                 .unwrap_or_default()
                 .copy_from_slice(self.current.get(..n).unwrap_or_default());
             self.current.advance(n);
-            if self.current.is_empty()
-                && let (Some(whole), Some(r)) = (self.whole.take(), &self.recycle)
-            {
-                r.give(whole);
+            if self.current.is_empty() {
+                // Let go of the block entirely, so that the buffer given
+                // back is not still shared with this reader.
+                self.current = Bytes::new();
+                if let (Some(whole), Some(r)) = (self.whole.take(), &self.recycle) {
+                    r.give(whole);
+                }
             }
             return Ok(n);
         }

@@ -452,12 +452,15 @@ impl Writer {
                         p.dirty = true;
                         self.shared.blocks_written.fetch_add(1, Ordering::Relaxed);
                         if block == p.next_block {
-                            // The verifier reads it next: hand it over.
+                            // The verifier reads it next: hand it over (it
+                            // gives the buffer back once read).
                             if let Some(v) = &p.verifier {
                                 v.progress().hand_over(offset, data.clone());
                             }
                             p.advance();
                         }
+                        // Ours goes back too: whichever copy is the last
+                        // one held is the one the core can reuse.
                         if let Some(r) = &self.recycle {
                             r.give(data);
                         }

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! The receive loop never touches the disk: blocks go to the writer
-//! through a queue bounded in bytes, complete files to the publisher. If
+//! through a queue bounded in bytes, complete files to the publisher, and
+//! the status snapshot to its own thread ([`status_file`]). If
 //! the disk falls behind for longer than the queue absorbs, the loop
 //! waits (counted as stall time) and the kernel drops what its buffer
 //! cannot hold; later passes fill those gaps.
@@ -22,6 +23,7 @@ pub mod link;
 pub mod metrics;
 pub mod publish;
 pub mod recycle;
+pub mod status_file;
 pub mod streaming;
 pub mod writer;
 
@@ -41,7 +43,7 @@ use weir_protocol::{
 
 use crate::config::Settings;
 use crate::socket::Listener;
-use crate::spool::{REMEMBER_FINISHED, Spool, write_replace};
+use crate::spool::{REMEMBER_FINISHED, Spool};
 use crate::status::{Snapshot, TransferProgress, unix_now};
 use link::{LinkMonitor, LinkState};
 use metrics::{Metrics, Reading};
@@ -118,8 +120,8 @@ struct Daemon {
     kernel_drops: u64,
     published: u64,
     metrics_addr: Option<std::net::SocketAddr>,
-    /// The last status write failed (logged once until one succeeds).
-    status_failing: bool,
+    /// Writes `status.json` off this thread.
+    status: status_file::StatusFile,
     /// Descriptors turned away because `limits.transfers` were held, and
     /// when that was last logged.
     too_many: (u64, Option<Instant>),
@@ -222,6 +224,11 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         .name("publisher".into())
         .spawn(move || publisher.run(pub_rx))?;
 
+    let status = status_file::StatusFile::spawn(
+        spool.incoming.clone(),
+        spool.status_file(),
+        shared.clone(),
+    )?;
     let mut d = Daemon {
         settings,
         spool,
@@ -245,7 +252,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         kernel_drops: 0,
         published: 0,
         metrics_addr,
-        status_failing: false,
+        status,
         too_many: (0, None),
     };
     d.recover()?;
@@ -269,7 +276,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         error!("publisher thread panicked");
     }
     d.drain_replies();
-    d.write_status();
+    d.write_status(true);
     result?;
     info!("weir-receiver stopped; partial transfers saved");
     Ok(())
@@ -382,7 +389,7 @@ impl Daemon {
                 next_tick = now + Duration::from_millis(250);
             }
             if now >= next_status {
-                self.write_status();
+                self.write_status(false);
                 next_status = now + Duration::from_secs(1);
             }
             if let Some(w) = watchdog
@@ -782,8 +789,9 @@ impl Daemon {
         }
     }
 
-    /// Writes `status.json` and the sd-notify status line.
-    fn write_status(&mut self) {
+    /// Updates the service status line and hands a snapshot to the status
+    /// file's writer; at shutdown (`last`), waits until it is written.
+    fn write_status(&mut self, last: bool) {
         let s = self.snapshot();
         let line = format!(
             "link {}, loss {:.2}% (1 min), {} transfer(s) in flight, {} published",
@@ -793,18 +801,10 @@ impl Daemon {
             self.published
         );
         let _ = sd_notify::notify(&[NotifyState::Status(&line)]);
-        let written = serde_json::to_vec_pretty(&s)
-            .map_err(std::io::Error::other)
-            .and_then(|json| write_replace(&self.spool.incoming, &self.spool.status_file(), &json));
-        match written {
-            Ok(()) => self.status_failing = false,
-            Err(e) => {
-                self.shared.disk_errors.fetch_add(1, Ordering::Relaxed);
-                if !self.status_failing {
-                    warn!("writing {}: {e}", self.spool.status_file().display());
-                }
-                self.status_failing = true;
-            }
+        match serde_json::to_vec_pretty(&s) {
+            Ok(json) if last => self.status.finish(json),
+            Ok(json) => self.status.offer(json),
+            Err(e) => warn!("rendering the status: {e}"),
         }
     }
 }

@@ -1458,22 +1458,27 @@ mod tests {
         assert_eq!(r.transfers_in_flight(), 0);
     }
 
-    #[test]
-    fn lost_data_shards_are_rebuilt_from_parity() {
-        let bytes = data(5000);
-        let desc = descriptor(&bytes, fec());
-        let mut grams = datagrams(&desc, &bytes, 1, 1);
-        // Drop the first 4 data frames of every block (M = 4).
+    /// Drops the first `n` data frames of every block.
+    fn drop_data_frames(grams: &mut Vec<Vec<u8>>, n: u32) {
         let mut dropped: HashMap<u32, u32> = HashMap::new();
         grams.retain(|g| {
             let f = decode_frame(g, &Integrity::Crc32c).unwrap();
             if f.header.kind != FrameKind::Data {
                 return true;
             }
-            let n = dropped.entry(f.header.block).or_default();
-            *n += 1;
-            *n > 4
+            let seen = dropped.entry(f.header.block).or_default();
+            *seen += 1;
+            *seen > n
         });
+    }
+
+    #[test]
+    fn lost_data_shards_are_rebuilt_from_parity() {
+        let bytes = data(5000);
+        let desc = descriptor(&bytes, fec());
+        let mut grams = datagrams(&desc, &bytes, 1, 1);
+        // Drop the first 4 data frames of every block (M = 4).
+        drop_data_frames(&mut grams, 4);
         let mut r = Reassembler::new(ReassemblerConfig::default());
         let mut file = vec![0; bytes.len()];
         run(&mut r, Instant::now(), &grams, &mut file);
@@ -1493,16 +1498,7 @@ mod tests {
         for (epoch, bytes) in [(1, &first), (2, &second)] {
             let desc = descriptor(bytes, fec());
             let mut grams = datagrams(&desc, bytes, 1, epoch);
-            let mut dropped: HashMap<u32, u32> = HashMap::new();
-            grams.retain(|g| {
-                let f = decode_frame(g, &Integrity::Crc32c).unwrap();
-                if f.header.kind != FrameKind::Data {
-                    return true;
-                }
-                let n = dropped.entry(f.header.block).or_default();
-                *n += 1;
-                *n > 3
-            });
+            drop_data_frames(&mut grams, 3);
             let mut file = vec![0; bytes.len()];
             for g in &grams {
                 r.handle_datagram(now, g);

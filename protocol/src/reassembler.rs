@@ -551,7 +551,7 @@ impl Reassembler {
     /// block if nothing else still holds it; otherwise this only drops
     /// `data`.
     pub fn recycle(&mut self, data: Bytes) {
-        let Ok(mut buf) = data.try_into_mut() else {
+        let Ok(buf) = data.try_into_mut() else {
             return;
         };
         let spare_bytes = self.spare_bytes();
@@ -562,10 +562,8 @@ impl Reassembler {
         {
             return;
         }
-        // The whole buffer, as allocated for its block (a delivered block
-        // is cut to the block's true length).
-        let cap = buf.capacity();
-        buf.resize(cap, 0);
+        // A short last block comes back cut to its true length and will
+        // not fit a whole block: it is simply not reused.
         self.spare.push(buf);
     }
 

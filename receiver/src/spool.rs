@@ -169,6 +169,21 @@ pub fn prune_oldest(
     Ok(excess)
 }
 
+/// Keeps the newest [`REPORTS_KEPT`] reports of `dir` ([`prune_oldest`]),
+/// logging what was removed, or why it could not be.
+pub fn keep_newest_reports(dir: &Path, suffix: &str, companions: &[&str]) {
+    match prune_oldest(dir, suffix, companions, REPORTS_KEPT) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            dir = %dir.display(),
+            removed = n,
+            kept = REPORTS_KEPT,
+            "oldest reports removed"
+        ),
+        Err(e) => tracing::warn!("pruning {}: {e}", dir.display()),
+    }
+}
+
 /// Fsyncs a directory, so that names created or removed in it persist.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -31,7 +31,7 @@ use weir_protocol::{BundleName, TransferDescriptor};
 use super::Shared;
 use super::streaming::Verifier;
 use super::writer::Reply;
-use crate::spool::{REPORTS_KEPT, Spool, prune_oldest, sync_dir, write_atomic, write_new};
+use crate::spool::{Spool, keep_newest_reports, sync_dir, write_atomic, write_new};
 use crate::trust_file::TrustWatch;
 
 /// A complete transfer, on disk and recorded, ready to be verified.
@@ -486,15 +486,7 @@ impl Publisher {
             }
         }
         self.settle(id, q);
-        match prune_oldest(q, ".reason.json", &[".weir"], REPORTS_KEPT) {
-            Ok(0) => {}
-            Ok(n) => warn!(
-                removed = n,
-                kept = REPORTS_KEPT,
-                "quarantine/: oldest rejections removed"
-            ),
-            Err(e) => warn!("pruning quarantine/: {e}"),
-        }
+        keep_newest_reports(q, ".reason.json", &[".weir"]);
         Ok(Verdict::Quarantined { reasons: codes })
     }
 }

@@ -35,7 +35,7 @@ use super::direct::{self, ALIGN, Bounce, round_up};
 use super::publish::PublishJob;
 use super::recycle::Recycle;
 use super::streaming::Verifier;
-use crate::spool::{REPORTS_KEPT, Spool, prepare_atomic, prune_oldest, sync_dir, write_atomic};
+use crate::spool::{Spool, keep_newest_reports, prepare_atomic, sync_dir, write_atomic};
 
 /// Work for the writer, in the order the core produced it.
 #[derive(Debug)]
@@ -694,15 +694,7 @@ impl Writer {
         if let Err(e) = written {
             self.disk_error(id, "writing the failure report", &e);
         }
-        match prune_oldest(&self.spool.failed, ".json", &[], REPORTS_KEPT) {
-            Ok(0) => {}
-            Ok(n) => warn!(
-                removed = n,
-                kept = REPORTS_KEPT,
-                "failed/: oldest reports removed"
-            ),
-            Err(e) => warn!("pruning failed/: {e}"),
-        }
+        keep_newest_reports(&self.spool.failed, ".json", &[]);
         if let Err(e) = self.spool.remove_partial(id) {
             self.disk_error(id, "removing the partial file", &e);
         }

@@ -15,6 +15,7 @@
 //! - [`wire`]: the v1 frame header, CRC32C and MAC (see `docs/PROTOCOL.md`).
 //! - [`fec`]: Reed–Solomon parameters, the pass schedule, encoder and decoder.
 //! - [`descriptor`]: what a receiver needs to rebuild one file.
+//! - [`digest`]: the transfer digest a descriptor names a file by.
 //! - [`control`]: heartbeat and end-of-pass payloads.
 //! - [`link`]: sequence numbering and tagging on the sender.
 //! - [`chunker`]: the sender's state machine.
@@ -32,6 +33,7 @@ pub mod bundle;
 pub mod chunker;
 pub mod control;
 pub mod descriptor;
+pub mod digest;
 pub mod fec;
 pub mod link;
 pub mod loss;

@@ -124,7 +124,10 @@ impl Fixture {
         keys::sign_manifest(key, bytes, &m.trusted_comment()).expect("sign")
     }
 
-    /// Verifies `bundle` against the fixture's trust store now.
+    /// Verifies `bundle` against the fixture's trust store now, both ways
+    /// the daemons do: alone, and with the transfer digest computed in the
+    /// same read. Panics unless the two verdicts agree and the digest is
+    /// the file's, so every verification test covers both.
     pub fn verify(
         &self,
         bundle: &[u8],
@@ -132,7 +135,14 @@ impl Fixture {
         weir_protocol::bundle::Verified<weir_protocol::bundle::BundleInfo>,
         weir_protocol::bundle::Rejection,
     > {
-        weir_protocol::bundle::verify(bundle, &self.trust, SystemTime::now())
+        let now = SystemTime::now();
+        let alone = weir_protocol::bundle::verify(bundle, &self.trust, now);
+        let both = weir_protocol::bundle::verify_digest(bundle, &self.trust, now)
+            .expect("reading from memory cannot fail");
+        assert_eq!(both.verdict, alone, "verdicts differ with the digest");
+        assert_eq!(both.digest, weir_protocol::digest::digest(bundle));
+        assert_eq!(both.len, bundle.len() as u64);
+        alone
     }
 }
 

@@ -547,3 +547,40 @@ fn extraction_writes_only_verified_files_under_a_new_directory() {
     );
     assert!(!target2.exists());
 }
+
+/// A reader that fails after `left` bytes, like a disk with a bad sector.
+struct Failing<'a> {
+    data: &'a [u8],
+    left: usize,
+}
+
+impl std::io::Read for Failing<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("bad sector"));
+        }
+        let n = buf.len().min(self.left).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_read_error_is_an_error_not_a_verdict() {
+    let fx = Fixture::new();
+    let bundle = good_bundle(&fx);
+    for left in [0, 100, 600, bundle.len() - 1] {
+        let r = weir_protocol::bundle::verify_digest(
+            Failing {
+                data: &bundle,
+                left,
+            },
+            &fx.trust,
+            SystemTime::now(),
+        );
+        let e = r.expect_err("a failing reader must not give a verdict");
+        assert_eq!(e.to_string(), "bad sector", "at {left}");
+    }
+}

@@ -10,12 +10,15 @@
 //!             GSO sendmsg ─▶ GRO recvmmsg (quinn-udp)
 //! ```
 //!
-//! Goodput is the bundle's size over the time from dropping it into the
-//! outbox to its appearance in `staging/` (so the sender's check and the
-//! receiver's verification are included). CPU seconds per GB and peak RSS
-//! come from `/proc` for each daemon. Baselines count the bytes that
-//! arrived at the receiving socket over the time between the first and
-//! last arrival.
+//! Goodput is the bundle's size over the time from the first frame on the
+//! link to the bundle's appearance in `staging/` (so the receiver's
+//! verification is included; the sender's check, which comes before any
+//! frame, is reported apart, as is the time from the outbox to
+//! `staging/`). CPU seconds per GB and peak RSS come from `/proc` for each
+//! daemon, check included. Baselines count the bytes that arrived at the
+//! receiving socket over the time between the first and last arrival, and
+//! the CPU seconds both of their ends used: what the kernel alone costs to
+//! move those datagrams.
 //!
 //! ```sh
 //! cargo build --release --locked -p weir-sender -p weir-receiver -p weir-bench --bins
@@ -64,6 +67,10 @@ fn env_or(key: &str, default: &str) -> String {
 struct Arrivals {
     bytes: u64,
     secs: f64,
+    /// CPU seconds both ends used (this process, user and system): the
+    /// kernel's own cost of moving the datagrams, since the baselines do
+    /// nothing with the bytes.
+    cpu: f64,
 }
 
 impl Arrivals {
@@ -74,10 +81,20 @@ impl Arrivals {
             0.0
         }
     }
+
+    /// CPU seconds per GB that arrived.
+    fn cpu_per_gb(&self) -> f64 {
+        if self.bytes > 0 {
+            self.cpu / (self.bytes as f64 / 1e9)
+        } else {
+            0.0
+        }
+    }
 }
 
 /// Raw UDP, one datagram per `send_to` and per `recv_from`.
 fn baseline_plain(size: usize, total: u64) -> anyhow::Result<Arrivals> {
+    let cpu = cpu_seconds(None);
     let rx = UdpSocket::bind("127.0.0.1:0")?;
     let _ = socket2::SockRef::from(&rx).set_recv_buffer_size(64 << 20);
     rx.set_read_timeout(Some(Duration::from_millis(500)))?;
@@ -95,6 +112,7 @@ fn baseline_plain(size: usize, total: u64) -> anyhow::Result<Arrivals> {
         Arrivals {
             bytes,
             secs: first.map(|f| (last - f).as_secs_f64()).unwrap_or(0.0),
+            cpu: 0.0,
         }
     });
     let tx = UdpSocket::bind("127.0.0.1:0")?;
@@ -103,13 +121,16 @@ fn baseline_plain(size: usize, total: u64) -> anyhow::Result<Arrivals> {
     for _ in 0..total / size as u64 {
         tx.send_to(&buf, dest)?;
     }
-    receiver
+    let mut arrived = receiver
         .join()
-        .map_err(|_| anyhow::anyhow!("receiver thread panicked"))
+        .map_err(|_| anyhow::anyhow!("receiver thread panicked"))?;
+    arrived.cpu = cpu_seconds(None) - cpu;
+    Ok(arrived)
 }
 
 /// Raw UDP with GSO batches out and GRO batches in (quinn-udp).
 fn baseline_gso(size: usize, total: u64) -> anyhow::Result<Arrivals> {
+    let cpu = cpu_seconds(None);
     let rx = UdpSocket::bind("127.0.0.1:0")?;
     let _ = quinn_udp::UdpSocketState::new((&rx).into())?;
     let dest = rx.local_addr()?;
@@ -129,6 +150,7 @@ fn baseline_gso(size: usize, total: u64) -> anyhow::Result<Arrivals> {
             r.map(|()| Arrivals {
                 bytes,
                 secs: first.map(|f| (last - f).as_secs_f64()).unwrap_or(0.0),
+                cpu: 0.0,
             })
         })
     };
@@ -144,10 +166,11 @@ fn baseline_gso(size: usize, total: u64) -> anyhow::Result<Arrivals> {
         link.send(&batch, size)?;
         sent += batch.len() as u64;
     }
-    receiver
+    let mut arrived = receiver
         .join()
-        .map_err(|_| anyhow::anyhow!("receiver thread panicked"))?
-        .map_err(Into::into)
+        .map_err(|_| anyhow::anyhow!("receiver thread panicked"))??;
+    arrived.cpu = cpu_seconds(None) - cpu;
+    Ok(arrived)
 }
 
 /// One transfer through both daemons.
@@ -424,6 +447,7 @@ fn main() -> anyhow::Result<()> {
                 let none = Arrivals {
                     bytes: 0,
                     secs: 0.0,
+                    cpu: 0.0,
                 };
                 (none, none)
             } else {
@@ -434,20 +458,22 @@ fn main() -> anyhow::Result<()> {
             };
             if std::env::var_os("WEIR_BENCH_BASELINES_ONLY").is_some() {
                 println!(
-                    "  run {}: 1/syscall {:6.0} MB/s ({} of {} bytes arrived) | GSO/GRO {:6.0} MB/s ({} bytes arrived)",
+                    "  run {}: 1/syscall {:6.0} MB/s ({} of {} bytes arrived, {:.2} CPU s/GB) | GSO/GRO {:6.0} MB/s ({} bytes arrived, {:.2} CPU s/GB)",
                     i + 1,
                     p.rate() / 1e6,
                     p.bytes,
                     size,
+                    p.cpu_per_gb(),
                     g.rate() / 1e6,
-                    g.bytes
+                    g.bytes,
+                    g.cpu_per_gb(),
                 );
                 continue;
             }
             eprintln!("  run {}: weir-sender run -> weir-receiver run", i + 1);
             let w = weir_run(&bins, dir.path(), &bundle, mtu, &rate)?;
             println!(
-                "  run {}: weir {:6.0} MB/s (outbox to staging/ {:.2} s, first frame after {:.2} s, verify and publish {:.2} s; sender {:.2} (check {:.2}) + receiver {:.2} CPU s/GB, RSS {:.0} / {:.0} MiB, {} frames lost, {} kernel drops, {:.2} s stalled on the disk, {} blocks repaired) | 1/syscall {:6.0} MB/s | GSO/GRO {:6.0} MB/s",
+                "  run {}: weir {:6.0} MB/s (outbox to staging/ {:.2} s, first frame after {:.2} s, verify and publish {:.2} s; sender {:.2} (check {:.2}) + receiver {:.2} CPU s/GB, RSS {:.0} / {:.0} MiB, {} frames lost, {} kernel drops, {:.2} s stalled on the disk, {} blocks repaired) | 1/syscall {:6.0} MB/s | GSO/GRO {:6.0} MB/s at {:.2} CPU s/GB",
                 i + 1,
                 w.goodput / 1e6,
                 w.latency,
@@ -464,6 +490,7 @@ fn main() -> anyhow::Result<()> {
                 w.repaired,
                 p.rate() / 1e6,
                 g.rate() / 1e6,
+                g.cpu_per_gb(),
             );
             plain.push(p.rate());
             gso.push(g.rate());

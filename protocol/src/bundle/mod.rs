@@ -34,5 +34,7 @@ pub use hashing::HashingReader;
 pub use manifest::{Artifact, FORMAT, Manifest, ManifestError, Mode, Sbom, SbomFormat};
 pub use signature::{SignatureProblem, Signer};
 pub use trust::{KeyId, KeyStatus, TrustError, TrustStore, TrustedKey};
-pub use verify::{BundleInfo, Inspection, Reason, Rejection, Verified, inspect, verify};
+pub use verify::{
+    BundleInfo, Digested, Inspection, Reason, Rejection, Verified, inspect, verify, verify_digest,
+};
 pub use write::{BundleWriter, MANIFEST_PATH, SIGNATURES_DIR, signature_path};

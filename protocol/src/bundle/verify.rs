@@ -13,8 +13,10 @@
 //! (a bad header checksum, truncation) stops the walk where it is found.
 //! Success yields a [`Verified`] value, which only this module can make.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
+use std::rc::Rc;
 use std::time::SystemTime;
 
 use super::manifest::{MAX_MANIFEST, Manifest, ManifestError};
@@ -22,6 +24,7 @@ use super::path::check_path;
 use super::signature::{MAX_SIGNATURE, MAX_SIGNATURES, SignatureProblem, Signer, check_signature};
 use super::trust::TrustStore;
 use super::write::{CountingReader, MANIFEST_PATH, SIGNATURES_DIR};
+use crate::digest::{Digester, Region};
 
 /// Most zero bytes accepted after the end-of-archive marker (tar tools pad
 /// archives to 10 KiB records).
@@ -286,21 +289,101 @@ pub fn verify<R: Read>(
     trust: &TrustStore,
     now: SystemTime,
 ) -> Result<Verified<BundleInfo>, Rejection> {
-    walk(reader, Some((trust, now))).map(|w| {
-        Verified(BundleInfo {
-            manifest: w.manifest,
-            manifest_bytes: w.manifest_bytes,
-            signers: w.signers,
-            ignored_signatures: w.ignored,
-            archive_len: w.archive_len,
-        })
+    walk(reader, Some((trust, now)), None).map(verified)
+}
+
+fn verified(w: Walked) -> Verified<BundleInfo> {
+    Verified(BundleInfo {
+        manifest: w.manifest,
+        manifest_bytes: w.manifest_bytes,
+        signers: w.signers,
+        ignored_signatures: w.ignored,
+        archive_len: w.archive_len,
     })
+}
+
+/// A whole file read once: the verdict on it as a bundle, and its
+/// transfer digest.
+#[derive(Debug)]
+pub struct Digested {
+    /// What verification found.
+    pub verdict: Result<Verified<BundleInfo>, Rejection>,
+    /// The [transfer digest](crate::digest) of every byte read.
+    pub digest: blake3::Hash,
+    /// Bytes read.
+    pub len: u64,
+}
+
+/// Verifies a bundle as [`verify`] does and computes the transfer digest
+/// of the whole file in the same read, sharing the BLAKE3 of each
+/// artifact between the two: one hash pass over the file instead of two.
+/// The file is read to its end whatever the verdict (a rejected bundle
+/// still has a digest). `Err` is an error of `reader` itself, never a
+/// property of the bundle.
+pub fn verify_digest<R: Read>(
+    reader: R,
+    trust: &TrustStore,
+    now: SystemTime,
+) -> io::Result<Digested> {
+    let digester = Rc::new(RefCell::new(Digester::new()));
+    let mut tap = Tap {
+        inner: reader,
+        digester: Rc::clone(&digester),
+        failed: None,
+    };
+    let verdict = walk(&mut tap, Some((trust, now)), Some(&digester)).map(verified);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match tap.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(e) = tap.failed.take() {
+        // The walk may have turned it into a rejection: it is not one.
+        return Err(e);
+    }
+    let d = digester.borrow();
+    Ok(Digested {
+        verdict,
+        digest: d.finalize(),
+        len: d.position(),
+    })
+}
+
+/// Feeds what passes through it to a [`Digester`], and remembers whether
+/// the reader underneath failed.
+struct Tap<R> {
+    inner: R,
+    digester: Rc<RefCell<Digester>>,
+    failed: Option<io::Error>,
+}
+
+impl<R: Read> Read for Tap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.digester
+                    .borrow_mut()
+                    .update(buf.get(..n).unwrap_or_default());
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+                }
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Reads a bundle's manifest and signature names without checking
 /// signatures or payload (for `bundle inspect`). Structure is still checked.
 pub fn inspect<R: Read>(reader: R) -> Result<Inspection, Rejection> {
-    walk(reader, None).map(|w| Inspection {
+    walk(reader, None, None).map(|w| Inspection {
         manifest: w.manifest,
         manifest_bytes: w.manifest_bytes,
         signatures: w.signature_ids,
@@ -313,6 +396,9 @@ struct EntryContext<'a> {
     dirs: &'a HashSet<String>,
     /// Hash contents (verify) or only check structure (inspect).
     hash: bool,
+    /// The digester the bytes also pass through, whose hash of an entry's
+    /// content is used instead of hashing it a second time.
+    digester: Option<&'a RefCell<Digester>>,
 }
 
 /// Checks one payload or SBOM entry, reading its data. `Ok` carries the
@@ -387,13 +473,24 @@ fn check_entry<R: Read>(
     if !ctx.hash {
         return Ok(found);
     }
+    // The digester hashes this content anyway if it sees the entry where
+    // the tar reader does (it always does for bundles weir writes).
+    let region = Region {
+        start: entry.raw_file_position(),
+        len: size,
+    };
+    let shared = ctx
+        .digester
+        .filter(|d| d.borrow().current_content() == Some(region));
     let mut hasher = blake3::Hasher::new();
     let mut read = 0u64;
     loop {
         match entry.read(buf) {
             Ok(0) => break,
             Ok(n) => {
-                hasher.update(buf.get(..n).unwrap_or_default());
+                if shared.is_none() {
+                    hasher.update(buf.get(..n).unwrap_or_default());
+                }
                 read += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -403,7 +500,18 @@ fn check_entry<R: Read>(
     if read != size {
         return Err(Reason::Truncated);
     }
-    if hasher.finalize().to_hex().as_str() != want.blake3 {
+    let hash = match shared {
+        None => hasher.finalize(),
+        Some(d) => match d.borrow().last_content() {
+            Some((r, h)) if r == region => h,
+            _ => {
+                return Err(Reason::TarCorrupt {
+                    detail: format!("{path}: its content was not read where its header put it"),
+                });
+            }
+        },
+    };
+    if hash.to_hex().as_str() != want.blake3 {
         found.push(Reason::HashMismatch { path });
     }
     Ok(found)
@@ -423,7 +531,11 @@ fn reject<T>(mut reasons: Vec<Reason>, last: Reason) -> Result<T, Rejection> {
     Err(Rejection { reasons })
 }
 
-fn walk<R: Read>(reader: R, trust: Option<(&TrustStore, SystemTime)>) -> Result<Walked, Rejection> {
+fn walk<R: Read>(
+    reader: R,
+    trust: Option<(&TrustStore, SystemTime)>,
+    digester: Option<&RefCell<Digester>>,
+) -> Result<Walked, Rejection> {
     let mut archive = tar::Archive::new(CountingReader {
         inner: reader,
         count: 0,
@@ -575,6 +687,7 @@ fn walk<R: Read>(reader: R, trust: Option<(&TrustStore, SystemTime)>) -> Result<
         listed: &listed,
         dirs: &dirs,
         hash: trust.is_some(),
+        digester,
     };
     while let Some(item) = next {
         let entry = match item {

@@ -77,7 +77,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     continue;
                 };
                 let Ok(desc) = TransferDescriptor::new(
-                    TransferId::from_hash(&blake3_of(hash_of)),
+                    TransferId::from_digest(&blake3_of(hash_of)),
                     BundleName::sanitise("fuzz"),
                     u64::from(size % (1 << 20)),
                     blake3_of(hash_of),
@@ -140,7 +140,7 @@ fuzz_target!(|ops: Vec<Op>| {
     }
     for o in &rx.outcomes {
         if let Outcome::Complete { descriptor, bytes, verified: true, .. } = o {
-            assert_eq!(blake3::hash(bytes), descriptor.hash());
+            assert_eq!(weir_protocol::digest::digest(bytes), descriptor.digest());
         }
     }
 });

@@ -398,10 +398,10 @@ mod tests {
         let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         let fec = FecParams::new(4, 2, 16, 2).unwrap();
         let desc = TransferDescriptor::new(
-            TransferId::from_hash(&blake3::hash(&data)),
+            TransferId::from_digest(&crate::digest::digest(&data)),
             BundleName::parse("t").unwrap(),
             size as u64,
-            blake3::hash(&data),
+            crate::digest::digest(&data),
             fec,
         )
         .unwrap();

@@ -22,14 +22,15 @@ pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_DESCRIPTOR_LEN: usize = 512;
 
 /// Identifies one transfer. The sender derives it from the bundle's
-/// BLAKE3, so a bundle sent again after a restart keeps its id and the
+/// [transfer digest](crate::digest), so a bundle sent again after a restart keeps its id and the
 /// receiver merges the new frames with what it kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TransferId(pub u64);
 
 impl TransferId {
-    /// The id a sender uses for a file with this BLAKE3: its first 8 bytes.
-    pub fn from_hash(hash: &blake3::Hash) -> Self {
+    /// The id a sender uses for a file with this transfer digest: its
+    /// first 8 bytes.
+    pub fn from_digest(hash: &blake3::Hash) -> Self {
         let mut id = [0u8; 8];
         id.copy_from_slice(hash.as_bytes().get(..8).unwrap_or(&[0; 8]));
         // 0 is reserved for frames that belong to no transfer.
@@ -136,8 +137,9 @@ pub struct TransferDescriptor {
     pub name: BundleName,
     /// The exact length of the file; the last block is padded beyond it.
     pub size: u64,
-    /// BLAKE3 of the whole file, checked once every block is in.
-    pub blake3: [u8; 32],
+    /// The file's [transfer digest](crate::digest), checked once every
+    /// block is in.
+    pub digest: [u8; 32],
     /// How blocks are cut and coded.
     pub fec: FecParams,
     /// ceil(size / block length), carried to catch disagreement.
@@ -167,10 +169,10 @@ pub enum DescriptorError {
     /// Transfer id 0 is reserved.
     #[error("transfer id 0 is reserved")]
     ReservedId,
-    /// The transfer id is not the one the file's BLAKE3 gives: a forged
+    /// The transfer id is not the one the file's transfer digest gives: a forged
     /// descriptor could otherwise claim another bundle's id and have it
     /// remembered as finished.
-    #[error("transfer id {0} does not follow from the file's BLAKE3")]
+    #[error("transfer id {0} does not follow from the file's transfer digest")]
     IdMismatch(TransferId),
 }
 
@@ -180,7 +182,7 @@ impl TransferDescriptor {
         transfer: TransferId,
         name: BundleName,
         size: u64,
-        blake3: blake3::Hash,
+        digest: blake3::Hash,
         fec: FecParams,
     ) -> Result<Self, DescriptorError> {
         let count = Self::blocks_for(size, &fec);
@@ -188,7 +190,7 @@ impl TransferDescriptor {
             transfer,
             name,
             size,
-            blake3: *blake3.as_bytes(),
+            digest: *digest.as_bytes(),
             fec,
             block_count: u32::try_from(count).map_err(|_| DescriptorError::TooLarge(size))?,
         };
@@ -204,7 +206,7 @@ impl TransferDescriptor {
         if self.transfer.0 == 0 {
             return Err(DescriptorError::ReservedId);
         }
-        if self.transfer != TransferId::from_hash(&self.hash()) {
+        if self.transfer != TransferId::from_digest(&self.digest()) {
             return Err(DescriptorError::IdMismatch(self.transfer));
         }
         if self.size > MAX_TRANSFER_LEN {
@@ -220,9 +222,9 @@ impl TransferDescriptor {
         Ok(())
     }
 
-    /// The file's BLAKE3 as a constant-time comparable hash.
-    pub fn hash(&self) -> blake3::Hash {
-        blake3::Hash::from_bytes(self.blake3)
+    /// The file's transfer digest, compared in constant time.
+    pub fn digest(&self) -> blake3::Hash {
+        blake3::Hash::from_bytes(self.digest)
     }
 
     /// Byte offset of block `b` in the file.
@@ -264,11 +266,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample() -> TransferDescriptor {
+        // Any 32 bytes do as a digest here; these are BLAKE3("x").
+        let digest = blake3::hash(b"x");
         TransferDescriptor::new(
-            TransferId::from_hash(&blake3::hash(b"x")),
+            TransferId::from_digest(&digest),
             BundleName::parse("app_1.2.weir").unwrap(),
             1_000_000,
-            blake3::hash(b"x"),
+            digest,
             FecParams::new(128, 32, 1416, 32).unwrap(),
         )
         .unwrap()
@@ -282,10 +286,10 @@ mod tests {
         assert_eq!(
             hex,
             concat!(
-                "bacee3aee09e9ecd64", // transfer id (first 8 bytes of the BLAKE3, LE), varint
+                "bacee3aee09e9ecd64", // transfer id (first 8 bytes of the digest, LE), varint
                 "0c6170705f312e322e77656972", // name: length 12, "app_1.2.weir"
                 "c0843d",             // size 1_000_000, varint
-                "3ae7d805f6789a6402acb70ad4096a85a56bf6804eaf25c0493ac697548d30b5", // BLAKE3
+                "3ae7d805f6789a6402acb70ad4096a85a56bf6804eaf25c0493ac697548d30b5", // digest
                 "8001",
                 "20",
                 "880b",
@@ -383,7 +387,7 @@ mod tests {
         ) {
             let fec = FecParams::new(k, m, s * 2, d).unwrap();
             let desc = TransferDescriptor::new(
-                TransferId::from_hash(&blake3::hash(&id.to_le_bytes())), BundleName::parse(&name).unwrap(), size, blake3::hash(&id.to_le_bytes()), fec,
+                TransferId::from_digest(&crate::digest::digest(&id.to_le_bytes())), BundleName::parse(&name).unwrap(), size, crate::digest::digest(&id.to_le_bytes()), fec,
             );
             if let Ok(desc) = desc {
                 prop_assert_eq!(TransferDescriptor::from_bytes(&desc.to_bytes()).unwrap(), desc);

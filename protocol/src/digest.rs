@@ -220,6 +220,18 @@ impl Digester {
     }
 }
 
+/// Feeding by `std::io::copy`, as with `blake3::Hasher`.
+impl std::io::Write for Digester {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The transfer digest of a whole file held in memory.
 pub fn digest(bytes: &[u8]) -> blake3::Hash {
     let mut d = Digester::new();

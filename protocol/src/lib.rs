@@ -12,7 +12,7 @@
 //! driver as return values and events. That is what makes the seeded
 //! lossy-link simulator and the fuzzers possible.
 //!
-//! - [`wire`]: the v1 frame header, CRC32C and MAC (see `docs/PROTOCOL.md`).
+//! - [`wire`]: the frame header, CRC32C and MAC (see `docs/PROTOCOL.md`).
 //! - [`fec`]: Reed–Solomon parameters, the pass schedule, encoder and decoder.
 //! - [`descriptor`]: what a receiver needs to rebuild one file.
 //! - [`digest`]: the transfer digest a descriptor names a file by.

@@ -9,7 +9,7 @@
 //!  shard ──────▶ pending block (K slots of shard size; parity parks in
 //!     │          the slots of missing data shards)
 //!     │  K shards ─▶ FEC decode if needed ─▶ Event::BlockReady ─▶ driver writes
-//!     │                                          └─▶ whole-file BLAKE3, in order
+//!     │                                          └─▶ transfer digest, in order
 //!     │  memory budget full ─▶ Event::SpillBlock (driver writes the data
 //!     │          shards it has; a later pass brings fresh parity, and
 //!     │          Event::ReloadBlock asks for them back)
@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::{EndOfPass, Heartbeat};
 use crate::descriptor::{MAX_TRANSFER_LEN, TransferDescriptor, TransferId};
+use crate::digest::Digester;
 use crate::fec::{BlockDecoder, Slot};
 use crate::loss::{LossMeter, LossStats, SeqVerdict};
 use crate::wire::{DecodeError, FrameKind, FrameRef, HEADER_LEN, Header, Integrity, decode_frame};
@@ -81,12 +82,12 @@ impl Default for ReassemblerConfig {
     }
 }
 
-/// What became of a completed transfer's whole-file hash.
+/// What became of a completed transfer's digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DigestCheck {
-    /// Hashed while blocks arrived; equals the descriptor's BLAKE3.
+    /// Hashed while blocks arrived; equals the descriptor's digest.
     Verified,
-    /// Hashed while blocks arrived; differs from the descriptor's BLAKE3.
+    /// Hashed while blocks arrived; differs from the descriptor's digest.
     /// The file is wrong and must not be used.
     Mismatch,
     /// Blocks arrived too far out of order to hash on the fly: the driver
@@ -473,8 +474,8 @@ struct Transfer {
     pending: HashMap<u32, PendingBlock>,
     /// Spilled blocks not currently pending: data shards on disk.
     spilled: HashMap<u32, Bits>,
-    /// Whole-file hash over blocks `0..hashed`; `None` once given up.
-    hasher: Option<blake3::Hasher>,
+    /// Transfer digest over blocks `0..hashed`; `None` once given up.
+    hasher: Option<Box<Digester>>,
     hashed: u32,
     /// Ready blocks waiting for the hash to reach them.
     unhashed: BTreeMap<u32, Bytes>,
@@ -749,7 +750,7 @@ impl Reassembler {
                 done,
                 pending: HashMap::new(),
                 spilled,
-                hasher: fresh.then(blake3::Hasher::new),
+                hasher: fresh.then(Box::default),
                 hashed: 0,
                 unhashed: BTreeMap::new(),
                 last_seen: now,
@@ -970,7 +971,7 @@ impl Reassembler {
             desc: desc.clone(),
             pending: HashMap::new(),
             spilled: HashMap::new(),
-            hasher: self.config.hash_while_receiving.then(blake3::Hasher::new),
+            hasher: self.config.hash_while_receiving.then(Box::default),
             hashed: 0,
             unhashed: BTreeMap::new(),
             last_seen: now,
@@ -1263,7 +1264,7 @@ impl Reassembler {
         };
         let digest = match t.hasher {
             Some(h) if t.hashed == t.desc.block_count => {
-                if h.finalize() == t.desc.hash() {
+                if h.finalize() == t.desc.digest() {
                     DigestCheck::Verified
                 } else {
                     DigestCheck::Mismatch
@@ -1374,6 +1375,7 @@ mod tests {
     use super::*;
     use crate::chunker::{Chunker, ChunkerConfig};
     use crate::descriptor::BundleName;
+    use crate::digest::digest;
     use crate::fec::FecParams;
     use crate::link::LinkEncoder;
     use std::io::Cursor;
@@ -1382,13 +1384,13 @@ mod tests {
         (0..size).map(|i| (i * 7 % 253) as u8).collect()
     }
 
-    /// The descriptor of `bytes` (its id follows from their BLAKE3).
+    /// The descriptor of `bytes` (its id follows from their digest).
     fn descriptor(bytes: &[u8], fec: FecParams) -> TransferDescriptor {
         TransferDescriptor::new(
-            TransferId::from_hash(&blake3::hash(bytes)),
+            TransferId::from_digest(&digest(bytes)),
             BundleName::parse("f").unwrap(),
             bytes.len() as u64,
-            blake3::hash(bytes),
+            digest(bytes),
             fec,
         )
         .unwrap()
@@ -1675,7 +1677,7 @@ mod tests {
         // Same id, other hash: not a valid descriptor at all (the id
         // follows from the hash).
         let mut stolen = desc.clone();
-        stolen.blake3 = [0; 32];
+        stolen.digest = [0; 32];
         let mut r = Reassembler::new(ReassemblerConfig::default());
         let now = Instant::now();
         let mut link = LinkEncoder::new(1, Integrity::Crc32c);

@@ -1,4 +1,4 @@
-//! Wire format v1: one UDP datagram carries one frame.
+//! Wire format v2: one UDP datagram carries one frame.
 //!
 //! ```text
 //!  0       4     5     6     7     8                               16
@@ -36,7 +36,7 @@ use crate::codec::Reader;
 /// The first four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"WEIR";
 /// The wire format version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes of the fixed header.
 pub const HEADER_LEN: usize = 40;
 /// Bytes of a CRC32C tag.
@@ -218,7 +218,7 @@ impl LinkKey {
     }
 }
 
-/// Why a datagram is not a v1 frame. Every variant is a reason to drop it.
+/// Why a datagram is not a frame of this version. Every variant is a reason to drop it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// Shorter than a header and a tag, or longer than [`MAX_DATAGRAM`].
@@ -428,7 +428,7 @@ mod tests {
             hex(&out),
             concat!(
                 "57454952",
-                "01",
+                "02",
                 "01",
                 "00",
                 "00",               // magic, version, kind, flags, reserved
@@ -439,7 +439,7 @@ mod tests {
                 "0300",
                 "0300",     // block, shard, len
                 "616263",   // payload
-                "e0595502", // CRC32C
+                "625a5763", // CRC32C
             )
         );
         let f = decode_frame(&out, &Integrity::Crc32c).unwrap();
@@ -502,7 +502,7 @@ mod tests {
         };
         check(&|d| d.truncate(10), DecodeError::BadLength(10));
         check(&|d| d[0] = b'X', DecodeError::BadMagic);
-        check(&|d| d[4] = 2, DecodeError::UnsupportedVersion(2));
+        check(&|d| d[4] = 1, DecodeError::UnsupportedVersion(1));
         check(&|d| d[6] = 0x80, DecodeError::Reserved);
         check(&|d| d[7] = 1, DecodeError::Reserved);
         check(&|d| d.push(0), DecodeError::LengthMismatch { declared: 3 });

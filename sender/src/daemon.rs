@@ -1,7 +1,7 @@
 //! `weir-sender run` and `weir-sender send`: the drivers around the engine.
 //!
 //! ```text
-//!  run:   spool scan ─▶ check (trust store, BLAKE3) ─▶ Chunker ─▶ Engine
+//!  run:   spool scan ─▶ check (trust store, digest) ─▶ Chunker ─▶ Engine
 //!           │ invalid ─▶ failed/ + reason      │ done ─▶ journal, sent/
 //!           │ urgent waiting at a group boundary ─▶ send it first, resume
 //!           │ SIGTERM ─▶ finish the batch, save the pass in state/, exit 0
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use sd_notify::NotifyState;
 use tracing::{info, warn};
-use weir_protocol::bundle::{BundleInfo, Rejection, TrustStore, Verified, verify};
+use weir_protocol::bundle::{BundleInfo, Rejection, TrustStore, Verified, verify_digest};
 use weir_protocol::{
     BlockSource, BundleName, Chunker, ChunkerConfig, FecParams, Integrity, LinkEncoder, LinkKey,
     TransferDescriptor, TransferId,
@@ -28,7 +28,6 @@ use crate::config::{AfterSend, Settings};
 use crate::engine::{Engine, EngineConfig, Progress, SendOutcome};
 use crate::outbox::{Candidate, InFlight, JournalRecord, Lane, Spool};
 use crate::udp::UdpLink;
-use weir_protocol::bundle::HashingReader;
 
 /// Reads blocks from the bundle file with positioned reads.
 #[derive(Debug)]
@@ -49,8 +48,9 @@ pub struct Checked {
     pub info: Verified<BundleInfo>,
 }
 
-/// Verifies the bundle at `path` against `trust` and hashes it, in one
-/// read. `Ok(Err(_))` is a bundle that must not be sent.
+/// Verifies the bundle at `path` against `trust` and computes its
+/// transfer digest, in one read and one hash pass. `Ok(Err(_))` is a
+/// bundle that must not be sent.
 pub fn check(
     path: &Path,
     trust: &TrustStore,
@@ -58,17 +58,17 @@ pub fn check(
     fec: (u16, u16, Option<u16>),
 ) -> anyhow::Result<Result<Checked, Rejection>> {
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let size = f.metadata()?.len();
     // No BufReader: verification reads in large chunks, and an extra
     // buffer would copy every byte once more.
-    let mut reader = HashingReader::new(f);
-    let info = match verify(&mut reader, trust, SystemTime::now()) {
+    let found = verify_digest(f, trust, SystemTime::now())
+        .with_context(|| format!("reading {}", path.display()))?;
+    let info = match found.verdict {
         Ok(v) => v,
         Err(r) => return Ok(Err(r)),
     };
-    // Verification stops reading at the end of the archive's padding.
-    std::io::copy(&mut reader, &mut std::io::sink())?;
-    let hash = reader.finalize();
+    // The descriptor describes exactly the bytes that were digested.
+    let size = found.len;
+    let hash = found.digest;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -80,7 +80,7 @@ pub fn check(
         .map_err(|e| anyhow::anyhow!("fec: {e}"))?
         .fitted_to(size);
     let descriptor = TransferDescriptor::new(
-        TransferId::from_hash(&hash),
+        TransferId::from_digest(&hash),
         BundleName::sanitise(name),
         size,
         hash,
@@ -274,9 +274,9 @@ impl Daemon {
             }
         };
         let d = checked.descriptor.clone();
-        let hash_hex = d.hash().to_hex().to_string();
+        let digest_hex = d.digest().to_hex().to_string();
         let first_pass = match resumed {
-            Some(r) if r.blake3 == hash_hex => r.pass.min(self.settings.passes.saturating_sub(1)),
+            Some(r) if r.digest == digest_hex => r.pass.min(self.settings.passes.saturating_sub(1)),
             _ => 0,
         };
         let passes = self.settings.passes;
@@ -290,7 +290,7 @@ impl Daemon {
         self.inflight.push(InFlight {
             path: c.path.clone(),
             transfer: d.transfer.to_string(),
-            blake3: hash_hex.clone(),
+            digest: digest_hex.clone(),
             pass: first_pass,
         });
         self.spool.save_inflight(&self.inflight)?;
@@ -360,7 +360,7 @@ impl Daemon {
         let record = JournalRecord {
             bundle: d.name.to_string(),
             transfer: d.transfer.to_string(),
-            blake3: hash_hex,
+            digest: digest_hex,
             bytes: d.size,
             passes,
             start: humantime::format_rfc3339_seconds(started).to_string(),

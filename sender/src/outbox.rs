@@ -241,8 +241,11 @@ pub struct InFlight {
     pub path: PathBuf,
     /// Its transfer id (hex).
     pub transfer: String,
-    /// Its BLAKE3 (hex), to make sure it is the same file on resume.
-    pub blake3: String,
+    /// Its transfer digest (hex), to make sure it is the same file on
+    /// resume. (Before the digest, this held the file's BLAKE3, which
+    /// never matches a digest: such a bundle starts again at pass 0.)
+    #[serde(alias = "blake3")]
+    pub digest: String,
     /// The pass to resume at.
     pub pass: u32,
 }
@@ -254,8 +257,8 @@ pub struct JournalRecord {
     pub bundle: String,
     /// Transfer id (hex).
     pub transfer: String,
-    /// BLAKE3 of the bundle file (hex).
-    pub blake3: String,
+    /// The bundle's transfer digest (hex), as in the receiver's receipt.
+    pub digest: String,
     /// Bundle size.
     pub bytes: u64,
     /// Passes sent.

@@ -31,9 +31,9 @@ pub fn default_fec() -> FecParams {
 
 /// A descriptor for `bytes`, with the id a sender would derive.
 pub fn describe(name: &str, bytes: &[u8], fec: FecParams) -> TransferDescriptor {
-    let hash = blake3::hash(bytes);
+    let hash = weir_protocol::digest::digest(bytes);
     TransferDescriptor::new(
-        TransferId::from_hash(&hash),
+        TransferId::from_digest(&hash),
         BundleName::sanitise(name),
         bytes.len() as u64,
         hash,
@@ -218,9 +218,10 @@ impl MemReceiver {
                     let (verified, read_back) = match digest {
                         DigestCheck::Verified => (true, false),
                         DigestCheck::Mismatch => (false, false),
-                        DigestCheck::NeedsReadBack => {
-                            (blake3::hash(&bytes) == descriptor.hash(), true)
-                        }
+                        DigestCheck::NeedsReadBack => (
+                            weir_protocol::digest::digest(&bytes) == descriptor.digest(),
+                            true,
+                        ),
                     };
                     self.outcomes.push(Outcome::Complete {
                         descriptor,

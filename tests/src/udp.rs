@@ -178,9 +178,9 @@ pub fn receive(
                         DigestCheck::Verified => true,
                         DigestCheck::Mismatch => false,
                         DigestCheck::NeedsReadBack => {
-                            let mut h = blake3::Hasher::new();
-                            h.update_reader(&file)?;
-                            h.finalize() == descriptor.hash()
+                            let mut h = weir_protocol::digest::Digester::new();
+                            std::io::copy(&mut &file, &mut h)?;
+                            h.finalize() == descriptor.digest()
                         }
                     };
                     if ok {

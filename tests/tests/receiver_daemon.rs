@@ -151,7 +151,10 @@ fn one_bundle_arrives_bit_identical_with_receipt_metrics_and_status() {
     let receipt: serde_json::Value =
         serde_json::from_slice(&s.staged("app_1.receipt.json").unwrap()).unwrap();
     assert_eq!(receipt["verdict"], "accepted");
-    assert_eq!(receipt["blake3"], blake3::hash(&bytes).to_hex().as_str());
+    assert_eq!(
+        receipt["digest"],
+        weir_protocol::digest::digest(&bytes).to_hex().as_str()
+    );
     assert_eq!(receipt["signers"][0]["id"], "builder");
     // Nothing left behind but the list of finished transfers.
     wait_for("incoming/ to empty", Duration::from_secs(5), || {
@@ -416,7 +419,7 @@ fn send_tampered(s: &Setup) -> (Vec<u8>, TransferId, serde_json::Value) {
     let at = bytes.len() - 100_000;
     bytes[at] ^= 1;
     blast(s.addr, &frames(&bytes, "app.weir", 2, 42));
-    let id = TransferId::from_hash(&blake3::hash(&bytes));
+    let id = TransferId::from_digest(&weir_protocol::digest::digest(&bytes));
     let reason_file =
         s.rx.spool
             .join("quarantine")
@@ -507,7 +510,7 @@ fn a_transfer_that_never_completes_is_reported_in_failed_with_its_missing_blocks
     let mut sent: Vec<Vec<u8>> = all[..2 * n / 5].to_vec();
     sent.extend_from_slice(&all[3 * n / 5..]);
     blast(s.addr, &sent);
-    let id = TransferId::from_hash(&blake3::hash(&bytes));
+    let id = TransferId::from_digest(&weir_protocol::digest::digest(&bytes));
     let report = s.rx.spool.join("failed").join(format!("{id}.json"));
     wait_for("the failure report", Duration::from_secs(30), || {
         report.exists()
@@ -670,12 +673,12 @@ fn a_full_disk_keeps_the_transfer_pending_and_it_completes_once_space_returns() 
 
 /// The descriptor the sender makes for `bytes` at MTU 1500.
 fn describe(bytes: &[u8], name: &str) -> TransferDescriptor {
-    let hash = blake3::hash(bytes);
+    let hash = weir_protocol::digest::digest(bytes);
     let fec = FecParams::new(256, 64, 1424, 16)
         .unwrap()
         .fitted_to(bytes.len() as u64);
     TransferDescriptor::new(
-        TransferId::from_hash(&hash),
+        TransferId::from_digest(&hash),
         BundleName::sanitise(name),
         bytes.len() as u64,
         hash,
@@ -844,7 +847,7 @@ fn a_key_revoked_while_the_daemon_runs_counts_no_more() {
     // No restart: the next bundle from that key is refused.
     let (_, second) = s.bundle("tool", 64, 32);
     blast(s.addr, &frames(&second, "tool.weir", 1, 5));
-    let id = TransferId::from_hash(&blake3::hash(&second));
+    let id = TransferId::from_digest(&weir_protocol::digest::digest(&second));
     let reason =
         s.rx.spool
             .join("quarantine")

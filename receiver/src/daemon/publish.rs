@@ -3,13 +3,14 @@
 //!
 //! ```text
 //!  incoming/<id>.part ─▶ read once: bundle verification (signatures,
-//!                        manifest, every artifact's BLAKE3) + whole-file
-//!                        BLAKE3 (unless the core hashed it on the fly)
-//!     │ file hash wrong ───────────▶ discarded, received again
+//!                        manifest, every artifact's BLAKE3) + transfer
+//!                        digest from the same hashes (unless the core
+//!                        digested it on the fly)
+//!     │ digest wrong ──────────────▶ discarded, received again
 //!     │ rejected ──────────────────▶ quarantine/<id>.weir + .reason.json
 //!     │ staging/ has NAME_VERSION:
-//!     │     same BLAKE3 ───────────▶ duplicate, dropped
-//!     │     other BLAKE3 ──────────▶ quarantine (conflict)
+//!     │     same digest ───────────▶ duplicate, dropped
+//!     │     other digest ──────────▶ quarantine (conflict)
 //!     ▼
 //!  staging/NAME_VERSION.receipt.json, then staging/NAME_VERSION.weir
 //!  (fsynced, hard-linked into place: never replaces a name), dir fsynced
@@ -25,7 +26,7 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use tracing::{error, info, warn};
-use weir_protocol::bundle::{BundleInfo, HashingReader, KeyStatus, Signer, Verified, verify};
+use weir_protocol::bundle::{BundleInfo, KeyStatus, Signer, Verified, verify, verify_digest};
 use weir_protocol::{BundleName, TransferDescriptor};
 
 use super::Shared;
@@ -39,7 +40,7 @@ use crate::trust_file::TrustWatch;
 pub struct PublishJob {
     /// The transfer.
     pub descriptor: TransferDescriptor,
-    /// The core already checked the whole-file BLAKE3 while receiving.
+    /// The core already checked the transfer digest while receiving.
     pub hash_checked: bool,
     /// Earlier attempts that failed for a local reason.
     pub attempt: u32,
@@ -133,7 +134,8 @@ struct Receipt<'a> {
     version: &'a str,
     created: &'a str,
     size: u64,
-    blake3: String,
+    /// The transfer digest of the published file.
+    digest: String,
     transfer: String,
     signers: &'a [Signer],
     ignored_signatures: Vec<String>,
@@ -155,7 +157,8 @@ struct ReasonFile {
     transfer: String,
     name: String,
     size: u64,
-    blake3: String,
+    /// The transfer digest of the quarantined file.
+    digest: String,
     reasons: Vec<ReasonEntry>,
     at: String,
     /// Whether the bundle itself is kept beside this file (not when
@@ -242,7 +245,7 @@ impl Publisher {
         if let Some(v) = verifier {
             // Followed the transfer: only its tail was left to read.
             let found = v.finish()?;
-            if found.hash != d.hash() {
+            if found.digest != d.digest() {
                 return Ok(self.corrupt(d));
             }
             return self.judge(d, found.verdict);
@@ -258,22 +261,21 @@ impl Publisher {
             }
             Err(e) => return Err(e),
         };
-        let mut reader = HashingReader::new(file);
-        let result = verify(&mut reader, &self.trust.current(), SystemTime::now());
-        if !job.hash_checked {
-            // Verification stops at the end of the archive.
-            io::copy(&mut reader, &mut io::sink())?;
-            if reader.finalize() != d.hash() {
-                return Ok(self.corrupt(d));
-            }
+        let trust = self.trust.current();
+        if job.hash_checked {
+            return self.judge(d, verify(file, &trust, SystemTime::now()));
         }
-        self.judge(d, result)
+        let found = verify_digest(file, &trust, SystemTime::now())?;
+        if found.digest != d.digest() {
+            return Ok(self.corrupt(d));
+        }
+        self.judge(d, found.verdict)
     }
 
-    /// The file does not match the sender's BLAKE3: drop it.
+    /// The file does not match the sender's transfer digest: drop it.
     fn corrupt(&self, d: &TransferDescriptor) -> Verdict {
         warn!(transfer = %d.transfer, bundle = %d.name,
-            "rebuilt file does not match its BLAKE3; discarded, receiving it again");
+            "rebuilt file does not match its transfer digest; discarded, receiving it again");
         if let Err(e) = self.spool.remove_partial(d.transfer) {
             warn!(transfer = %d.transfer, "removing the corrupt partial file: {e}");
         }
@@ -332,7 +334,7 @@ impl Publisher {
             version: &m.version,
             created: &m.created,
             size: d.size,
-            blake3: d.hash().to_hex().to_string(),
+            digest: d.digest().to_hex().to_string(),
             transfer: id.to_string(),
             signers: &v.signers,
             ignored_signatures: v.ignored_signatures.iter().map(|r| r.to_string()).collect(),
@@ -381,7 +383,7 @@ impl Publisher {
         }
         // Published. What follows is bookkeeping: a failure is logged, and
         // a restart settles it (the bundle is found in staging/ with the
-        // same BLAKE3: a duplicate).
+        // same digest: a duplicate).
         self.settle(id, &self.spool.staging);
         let signers: Vec<&str> = v.signers.iter().map(|s| s.id.as_str()).collect();
         info!(transfer = %id, bundle = %file, name = %m.name, version = %m.version,
@@ -397,10 +399,8 @@ impl Publisher {
         file: &str,
         dest: &std::path::Path,
     ) -> io::Result<Verdict> {
-        let mut h = blake3::Hasher::new();
-        h.update_reader(File::open(dest)?)?;
-        let existing = h.finalize();
-        if existing == d.hash() {
+        let existing = digest_file(dest)?;
+        if existing == d.digest() {
             info!(transfer = %d.transfer, bundle = %file, "duplicate of a published bundle; not republished");
             self.settle(d.transfer, &self.spool.incoming);
             return Ok(Verdict::Duplicate {
@@ -414,9 +414,9 @@ impl Publisher {
             vec![ReasonEntry {
                 code: "conflict".into(),
                 message: format!(
-                    "staging/{file} already holds a different bundle (BLAKE3 {}); this one has BLAKE3 {}",
+                    "staging/{file} already holds a different bundle (digest {}); this one has digest {}",
                     existing.to_hex(),
-                    d.hash().to_hex()
+                    d.digest().to_hex()
                 ),
             }],
         )
@@ -464,7 +464,7 @@ impl Publisher {
             transfer: id.to_string(),
             name: d.name.to_string(),
             size: d.size,
-            blake3: d.hash().to_hex().to_string(),
+            digest: d.digest().to_hex().to_string(),
             reasons,
             at: now_rfc3339(),
             kept,
@@ -507,4 +507,14 @@ fn dir_bytes(dir: &std::path::Path, suffix: &str) -> u64 {
 /// The time now as RFC 3339.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// The transfer digest of the file at `path`.
+pub fn digest_file(path: &std::path::Path) -> io::Result<blake3::Hash> {
+    let mut d = weir_protocol::digest::Digester::new();
+    io::copy(
+        &mut io::BufReader::with_capacity(1 << 20, File::open(path)?),
+        &mut d,
+    )?;
+    Ok(d.finalize())
 }

@@ -3,17 +3,17 @@
 //! Each transfer gets a verifier thread that reads its partial file from
 //! the start, as far as the blocks are written without a gap, and runs the
 //! bundle verification (signatures first, then every artifact's BLAKE3)
-//! and the whole-file BLAKE3 over it. When the last block lands, only the
+//! and the transfer digest over it, sharing one hash pass. When the last block lands, only the
 //! tail is left to read: the bundle can be published moments after it is
 //! complete instead of after a second full read.
 //!
 //! ```text
 //!  writer: block b written ─▶ Progress.ready = contiguous bytes on disk
 //!                                   │ (condvar)
-//!  verifier: read ≤ ready ─▶ HashingReader ─▶ verify() ─▶ Outcome
+//!  verifier: read ≤ ready ─▶ verify_digest() ─▶ Outcome
 //! ```
 //!
-//! The verdict only counts if the whole-file BLAKE3 of the very bytes it
+//! The verdict only counts if the transfer digest of the very bytes it
 //! read matches the sender's: blocks rebuilt from forged frames make a
 //! different file, which is received again rather than judged.
 
@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes};
 
-use weir_protocol::bundle::{BundleInfo, HashingReader, Rejection, TrustStore, Verified, verify};
+use weir_protocol::bundle::{BundleInfo, Rejection, TrustStore, Verified, verify_digest};
 
 use super::direct::{ALIGN, round_up};
 use super::recycle::Recycle;
@@ -95,8 +95,8 @@ impl Progress {
 pub struct Finding {
     /// The bundle verification, over the bytes read.
     pub verdict: Result<Verified<BundleInfo>, Rejection>,
-    /// BLAKE3 of those bytes.
-    pub hash: blake3::Hash,
+    /// The transfer digest of those bytes.
+    pub digest: blake3::Hash,
 }
 
 /// A running verifier.
@@ -140,14 +140,11 @@ impl Verifier {
         let thread = std::thread::Builder::new()
             .name("verifier".into())
             .spawn(move || {
-                let mut r = HashingReader::new(reader);
-                let verdict = verify(&mut r, &trust, SystemTime::now());
-                // Verification stops at the end of the archive; the hash
-                // covers the whole file.
-                io::copy(&mut r, &mut io::sink())?;
+                // The digest covers the whole file, past the archive's end.
+                let found = verify_digest(reader, &trust, SystemTime::now())?;
                 Ok(Finding {
-                    verdict,
-                    hash: r.finalize(),
+                    verdict: found.verdict,
+                    digest: found.digest,
                 })
             })?;
         Ok(Self {
@@ -355,7 +352,7 @@ mod tests {
             .hand_over(4096 * 300, Bytes::copy_from_slice(&data[4096 * 300..]));
         v.progress().advance(data.len() as u64);
         let found = v.finish().unwrap();
-        assert_eq!(found.hash, blake3::hash(&data));
+        assert_eq!(found.digest, weir_protocol::digest::digest(&data));
         // Not a bundle: rejected, but the hash is still over every byte.
         assert!(found.verdict.is_err());
 

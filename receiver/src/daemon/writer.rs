@@ -258,8 +258,8 @@ pub struct FailedReport {
     pub name: String,
     /// Its size.
     pub size: u64,
-    /// Its BLAKE3.
-    pub blake3: String,
+    /// Its transfer digest.
+    pub digest: String,
     /// Blocks in the transfer.
     pub blocks: u32,
     /// Blocks that were on disk.
@@ -677,7 +677,7 @@ impl Writer {
             transfer: id.to_string(),
             name: d.name.to_string(),
             size: d.size,
-            blake3: d.hash().to_hex().to_string(),
+            digest: d.digest().to_hex().to_string(),
             blocks: d.block_count,
             blocks_received: received,
             missing,

@@ -20,24 +20,15 @@ use sd_notify::NotifyState;
 use tracing::{info, warn};
 use weir_protocol::bundle::{BundleInfo, Rejection, TrustStore, Verified, verify_digest};
 use weir_protocol::{
-    BlockSource, BundleName, Chunker, ChunkerConfig, FecParams, Integrity, LinkEncoder, LinkKey,
+    BundleName, Chunker, ChunkerConfig, FecParams, Integrity, LinkEncoder, LinkKey,
     TransferDescriptor, TransferId,
 };
 
 use crate::config::{AfterSend, Settings};
 use crate::engine::{Engine, EngineConfig, Progress, SendOutcome};
 use crate::outbox::{Candidate, InFlight, JournalRecord, Lane, Spool};
+use crate::source::FileSource;
 use crate::udp::UdpLink;
-
-/// Reads blocks from the bundle file with positioned reads.
-#[derive(Debug)]
-pub struct FileSource(pub File);
-
-impl BlockSource for FileSource {
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        std::os::unix::fs::FileExt::read_exact_at(&self.0, buf, offset)
-    }
-}
 
 /// A bundle that passed its check, ready to be chunked.
 #[derive(Debug)]
@@ -280,7 +271,7 @@ impl Daemon {
             _ => 0,
         };
         let passes = self.settings.passes;
-        let source = FileSource(File::open(&c.path)?);
+        let source = FileSource::open(&c.path)?;
         let config = ChunkerConfig {
             first_pass,
             passes,
@@ -411,7 +402,7 @@ impl Daemon {
             passes: pass.saturating_add(1),
             ..ChunkerConfig::default()
         };
-        let mut chunker = Chunker::new(checked.descriptor, FileSource(File::open(&path)?), config);
+        let mut chunker = Chunker::new(checked.descriptor, FileSource::open(&path)?, config);
         self.engine.set_rate(car.rate);
         let outbox = (self.spool.urgent.clone(), self.spool.outbox.clone());
         let mut preempt =
@@ -468,7 +459,7 @@ pub fn send_files(
         engine.queue_len = (files.len() - i - 1) as u32;
         let mut chunker = Chunker::new(
             d.clone(),
-            FileSource(File::open(path)?),
+            FileSource::open(path)?,
             ChunkerConfig {
                 passes,
                 ..ChunkerConfig::default()

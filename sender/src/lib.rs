@@ -4,6 +4,7 @@
 //! - [`bundle`]: `bundle create` and `bundle sign`.
 //! - [`config`]: the configuration file and its checked settings.
 //! - [`outbox`]: the spool directories, journal and in-flight state.
+//! - [`source`]: reading a bundle's blocks (direct I/O where possible).
 //! - [`pacer`]: the token bucket.
 //! - [`udp`]: the sending socket (batches, GSO).
 //! - [`engine`]: the paced send loop with heartbeats.
@@ -20,4 +21,5 @@ pub mod engine;
 pub mod keys;
 pub mod outbox;
 pub mod pacer;
+pub mod source;
 pub mod udp;

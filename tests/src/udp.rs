@@ -25,15 +25,8 @@ use weir_protocol::{
     BlockSource, Chunker, Event, LinkEncoder, Reassembler, TransferDescriptor, TransferId,
 };
 
-/// Reads blocks from a file with positioned reads.
-#[derive(Debug)]
-pub struct FileSource(pub File);
-
-impl BlockSource for FileSource {
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
-    }
-}
+/// The sender's block reader (direct I/O where the file system allows).
+pub use weir_sender::source::FileSource;
 
 /// What a paced send did.
 #[derive(Debug, Clone, Copy, Default)]

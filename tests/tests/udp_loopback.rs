@@ -70,11 +70,7 @@ fn two_files_cross_a_lossy_loopback_link_bit_identical() {
             passes: 2,
             ..ChunkerConfig::default()
         };
-        let mut c = Chunker::new(
-            desc,
-            FileSource(std::fs::File::open(&path).unwrap()),
-            config,
-        );
+        let mut c = Chunker::new(desc, FileSource::open(&path).unwrap(), config);
         send_paced(&tx, proxy_addr, &mut c, &mut link, 30_000_000).unwrap();
         originals.push(bytes);
     }

@@ -73,8 +73,10 @@ fn main() -> anyhow::Result<()> {
             let secs = t.elapsed().as_secs_f64();
             let rate = len as f64 / secs / 1e9;
             // The first run warms the page cache.
-            if run > 0 {
-                rates[w].push(rate);
+            if run > 0
+                && let Some(r) = rates.get_mut(w)
+            {
+                r.push(rate);
             }
             println!("run {run}, {way}: {secs:.3} s, {rate:.2} GB/s");
         }

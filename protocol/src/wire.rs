@@ -310,7 +310,7 @@ pub fn encode_frame(
     out.put_slice(payload);
     match integrity {
         Integrity::Crc32c => {
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&head), payload);
+            let crc = crc32c(&head, payload);
             out.put_u32_le(crc);
         }
         Integrity::Mac(key) => out.put_slice(&key.tag(&head, payload)),
@@ -367,7 +367,9 @@ pub fn decode_frame<'a>(
     // Integrity first: nothing else in the header is trusted before this.
     match (integrity, has_mac) {
         (Integrity::Crc32c, false) => {
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&head_bytes), payload);
+            // Header and payload are contiguous here: one call is faster.
+            let covered = datagram.get(..HEADER_LEN + len).ok_or(short)?;
+            let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, covered) as u32;
             if tag != crc.to_le_bytes() {
                 return Err(DecodeError::Corrupt);
             }
@@ -398,6 +400,18 @@ pub fn decode_frame<'a>(
         },
         payload,
     })
+}
+
+/// CRC32C (Castagnoli) of a frame's header and payload, in two pieces.
+/// (`crc-fast` folds with carry-less multiplication, VPCLMULQDQ where
+/// the CPU has it: about twice the speed of the `crc32` instruction on
+/// 1424-byte frames, measured in `bench/benches/core.rs`.)
+fn crc32c(head: &[u8], payload: &[u8]) -> u32 {
+    let mut d = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+    d.update(head);
+    d.update(payload);
+    // A 32-bit CRC in the low half.
+    d.finalize() as u32
 }
 
 #[cfg(test)]
@@ -460,8 +474,14 @@ mod tests {
 
     #[test]
     fn crc32c_is_castagnoli() {
-        // The standard check value of CRC-32C (RFC 3720, appendix B.4).
-        assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+        // The standard check value of CRC-32C (RFC 3720, appendix B.4),
+        // whole and in the two pieces frames are tagged in.
+        assert_eq!(crc32c(b"123456789", b""), 0xe306_9283);
+        assert_eq!(crc32c(b"1234", b"56789"), 0xe306_9283);
+        assert_eq!(
+            crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, b"123456789"),
+            0xe306_9283
+        );
     }
 
     #[test]
@@ -511,7 +531,7 @@ mod tests {
         let mut unknown = good.clone();
         unknown[5] = 9;
         let n = unknown.len();
-        let crc = crc32c::crc32c(&unknown[..n - 4]);
+        let crc = crc32c(&unknown[..n - 4], b"");
         unknown[n - 4..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
             decode_frame(&unknown, &Integrity::Crc32c),
@@ -527,7 +547,7 @@ mod tests {
         // Encode through a raw header to bypass the debug assertion.
         let head = header_bytes(&h, false, 0);
         out.extend_from_slice(&head);
-        out.extend_from_slice(&crc32c::crc32c(&head).to_le_bytes());
+        out.extend_from_slice(&crc32c(&head, b"").to_le_bytes());
         assert_eq!(
             decode_frame(&out, &Integrity::Crc32c),
             Err(DecodeError::Reserved)

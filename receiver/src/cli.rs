@@ -1,13 +1,12 @@
 //! The `weir-receiver` command line.
 
 use std::fs::File;
-use std::io::BufReader;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use weir_protocol::bundle::{TrustedKey, trust::public_key_from_file_text, verify};
+use weir_protocol::bundle::{TrustedKey, trust::public_key_from_file_text, verify_digest};
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -28,7 +27,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Verify a bundle against a trust store: exit 0 with a summary when it
-    /// is valid, exit 1 with every reason when it is not.
+    /// is valid, exit 1 with every reason when it is not. Either way it
+    /// prints the file's transfer digest, as receipts and the sender's
+    /// journal give it.
     Verify {
         /// The trust store.
         #[arg(long)]
@@ -164,18 +165,17 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Verify { trust, file, json } => {
             let store = trust_file::load(&trust)?;
             let f = File::open(&file).with_context(|| format!("{}", file.display()))?;
-            let result = verify(
-                BufReader::with_capacity(1 << 20, f),
-                &store,
-                SystemTime::now(),
-            );
-            match result {
+            let found = verify_digest(f, &store, SystemTime::now())
+                .with_context(|| format!("reading {}", file.display()))?;
+            let digest = found.digest.to_hex().to_string();
+            match found.verdict {
                 Ok(v) => {
                     let m = &v.manifest;
                     if json {
                         let out = serde_json::json!({
                             "verdict": "valid",
                             "file": file,
+                            "digest": digest,
                             "name": m.name,
                             "version": m.version,
                             "created": m.created,
@@ -188,6 +188,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                         println!("{}", serde_json::to_string_pretty(&out)?);
                     } else {
                         println!("valid: {} {} ({})", m.name, m.version, file.display());
+                        println!("  digest {digest}");
                         println!(
                             "  {} artifacts, {} SBOMs, {} bytes",
                             m.artifacts.len(),
@@ -214,11 +215,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                         let out = serde_json::json!({
                             "verdict": "rejected",
                             "file": file,
+                            "digest": digest,
                             "reasons": rejection.reasons,
                         });
                         println!("{}", serde_json::to_string_pretty(&out)?);
                     } else {
                         println!("rejected: {}", file.display());
+                        println!("  digest {digest}");
                         for r in &rejection.reasons {
                             println!("  {}: {r}", r.code());
                         }

@@ -101,6 +101,16 @@ fn verify_exit_codes() {
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["verdict"], "rejected");
+    // A rejected file still has its transfer digest, to compare with a
+    // receipt or the sender's journal.
+    let digest = weir_protocol::digest::digest(b"junk").to_hex().to_string();
+    assert_eq!(v["digest"], digest.as_str());
+    let o = receiver(&["verify", "--trust", "t.toml", "junk.weir"], dir.path());
+    assert!(
+        text(&o).contains(&format!("digest {digest}")),
+        "{}",
+        text(&o)
+    );
     // Could not run: missing trust store or bundle, exit 2.
     let o = receiver(
         &["verify", "--trust", "missing.toml", "junk.weir"],

@@ -377,6 +377,12 @@ fn garbage_and_foreign_datagrams_do_not_disturb_a_transfer() {
             socket.send_to(&junk, addr).unwrap();
             if let Some(f) = foreign.get(round % foreign.len()) {
                 socket.send_to(f, addr).unwrap();
+                if round % 10 == 0 {
+                    // The same frame from a sender of wire version 1.
+                    let mut old = f.clone();
+                    old[4] = 1;
+                    socket.send_to(&old, addr).unwrap();
+                }
             }
             if round % 50 == 0 {
                 std::thread::sleep(Duration::from_millis(1));
@@ -401,6 +407,16 @@ fn garbage_and_foreign_datagrams_do_not_disturb_a_transfer() {
             "weir_receiver_frames_dropped_total{reason=\"corrupt\"}"
         ) > 10.0
     );
+    // Frames of another wire version are counted, and the log says why
+    // nothing of theirs arrives.
+    assert!(
+        metric(
+            &text,
+            "weir_receiver_frames_dropped_total{reason=\"unsupported\"}"
+        ) > 50.0
+    );
+    let log = s.rx.log_text();
+    assert!(log.contains("frames of another weir wire version"), "{log}");
     // The intruder's frames are valid frames of an undescribed or
     // half-delivered transfer: they never reach staging/.
     assert_eq!(

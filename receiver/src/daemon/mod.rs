@@ -125,6 +125,10 @@ struct Daemon {
     /// Descriptors turned away because `limits.transfers` were held, and
     /// when that was last logged.
     too_many: (u64, Option<Instant>),
+    /// Frames of another wire version (or an unknown kind) counted at the
+    /// last warning, and when it was: a sender and a receiver of different
+    /// releases on one link, said once a minute.
+    foreign_version: (u64, Option<Instant>),
 }
 
 impl std::fmt::Debug for Daemon {
@@ -254,6 +258,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         metrics_addr,
         status,
         too_many: (0, None),
+        foreign_version: (0, None),
     };
     d.recover()?;
     let _ = sd_notify::notify(&[NotifyState::Ready]);
@@ -722,6 +727,21 @@ impl Daemon {
                 "limits.transfers reached: new transfers wait for one to finish (a later pass brings them)"
             );
             self.too_many = (turned_away, Some(now));
+        }
+        let foreign = stats.dropped.unsupported;
+        if foreign > self.foreign_version.0
+            && self
+                .foreign_version
+                .1
+                .is_none_or(|t| now.saturating_duration_since(t) > Duration::from_secs(60))
+        {
+            warn!(
+                frames = foreign - self.foreign_version.0,
+                speaks = weir_protocol::wire::VERSION,
+                "frames of another weir wire version (or of an unknown kind) arrive and are dropped: \
+                 run the same weir release on both sides of the link"
+            );
+            self.foreign_version = (foreign, Some(now));
         }
         let reading = Reading {
             core: stats,

@@ -37,6 +37,38 @@ use super::recycle::Recycle;
 use super::streaming::Verifier;
 use crate::spool::{Spool, keep_newest_reports, prepare_atomic, sync_dir, write_atomic};
 
+/// Most blocks written with one request.
+const MAX_RUN: usize = 16;
+
+/// A block that can go to disk with direct I/O straight from its buffer.
+fn direct_whole(offset: u64, data: &[u8]) -> bool {
+    offset.is_multiple_of(ALIGN)
+        && (data.len() as u64).is_multiple_of(ALIGN)
+        && data.as_ptr().align_offset(ALIGN as usize) == 0
+}
+
+/// Whether `job` is a whole block of the same transfer right after the
+/// last one of `run`.
+fn follows(run: &[Job], job: &Job) -> bool {
+    match (run.last(), job) {
+        (
+            Some(Job::Block {
+                transfer: t0,
+                offset: o0,
+                data: d0,
+                ..
+            }),
+            Job::Block {
+                transfer,
+                offset,
+                data,
+                ..
+            },
+        ) => t0 == transfer && o0 + d0.len() as u64 == *offset && direct_whole(*offset, data),
+        _ => false,
+    }
+}
+
 /// Work for the writer, in the order the core produced it.
 #[derive(Debug)]
 pub enum Job {
@@ -373,9 +405,26 @@ impl Writer {
             let wait = next_checkpoint.saturating_duration_since(Instant::now());
             match jobs.recv_timeout(wait) {
                 Ok(job) => {
-                    let cost = job.cost();
-                    self.handle(job);
-                    self.shared.queue_bytes.fetch_sub(cost, Ordering::Relaxed);
+                    let mut next = Some(job);
+                    while let Some(job) = next.take() {
+                        let mut run = vec![job];
+                        // Blocks that follow each other in the file, as a
+                        // group's do when they complete together, go to
+                        // disk in one request.
+                        while run.len() < MAX_RUN && self.runs_on(&run) {
+                            match jobs.try_recv() {
+                                Ok(j) if follows(&run, &j) => run.push(j),
+                                Ok(j) => {
+                                    next = Some(j);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        let cost = run.iter().map(Job::cost).sum();
+                        self.handle_run(run);
+                        self.shared.queue_bytes.fetch_sub(cost, Ordering::Relaxed);
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -409,6 +458,96 @@ impl Writer {
                 warn!(transfer = %d.transfer, "no verifier while receiving ({e}); verifying at the end");
                 None
             }
+        }
+    }
+
+    /// Whether `run` (of one job so far, or of blocks) can grow: blocks
+    /// of a transfer whose file takes direct writes, whole and aligned.
+    fn runs_on(&self, run: &[Job]) -> bool {
+        match run.last() {
+            Some(Job::Block {
+                transfer,
+                offset,
+                data,
+                ..
+            }) => {
+                direct_whole(*offset, data)
+                    && self.parts.get(transfer).is_some_and(|p| p.direct.is_some())
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes a run of contiguous whole blocks with one direct request
+    /// (or handles a single job as usual). If the run's write fails, each
+    /// block is handled alone, which sorts out the error.
+    fn handle_run(&mut self, mut run: Vec<Job>) {
+        if run.len() < 2 {
+            if let Some(job) = run.pop() {
+                self.handle(job);
+            }
+            return;
+        }
+        let Some(Job::Block {
+            transfer, offset, ..
+        }) = run.first()
+        else {
+            return;
+        };
+        let (transfer, offset) = (*transfer, *offset);
+        let written = self
+            .parts
+            .get(&transfer)
+            .and_then(|p| p.direct.as_ref())
+            .map(|d| {
+                let mut slices: Vec<std::io::IoSlice<'_>> = run
+                    .iter()
+                    .filter_map(|j| match j {
+                        Job::Block { data, .. } => Some(std::io::IoSlice::new(data)),
+                        _ => None,
+                    })
+                    .collect();
+                direct::write_all_vectored_at(d, &mut slices, offset)
+            });
+        if !matches!(written, Some(Ok(()))) {
+            for job in run {
+                self.handle(job);
+            }
+            return;
+        }
+        for job in run {
+            if let Job::Block {
+                transfer,
+                block,
+                offset,
+                data,
+            } = job
+            {
+                self.block_written(transfer, block, offset, data);
+            }
+        }
+    }
+
+    /// Bookkeeping once a block is on disk.
+    fn block_written(&mut self, transfer: TransferId, block: u32, offset: u64, data: Bytes) {
+        let Some(p) = self.parts.get_mut(&transfer) else {
+            return;
+        };
+        p.state.set_done(block);
+        p.dirty = true;
+        self.shared.blocks_written.fetch_add(1, Ordering::Relaxed);
+        if block == p.next_block {
+            // The verifier reads it next: hand it over (it gives the
+            // buffer back once read).
+            if let Some(v) = &p.verifier {
+                v.progress().hand_over(offset, data.clone());
+            }
+            p.advance();
+        }
+        // Ours goes back too: whichever copy is the last one held is the
+        // one the core can reuse.
+        if let Some(r) = &self.recycle {
+            r.give(data);
         }
     }
 
@@ -447,24 +586,7 @@ impl Writer {
                     None => p.file.write_all_at(&data, offset),
                 };
                 match written {
-                    Ok(()) => {
-                        p.state.set_done(block);
-                        p.dirty = true;
-                        self.shared.blocks_written.fetch_add(1, Ordering::Relaxed);
-                        if block == p.next_block {
-                            // The verifier reads it next: hand it over (it
-                            // gives the buffer back once read).
-                            if let Some(v) = &p.verifier {
-                                v.progress().hand_over(offset, data.clone());
-                            }
-                            p.advance();
-                        }
-                        // Ours goes back too: whichever copy is the last
-                        // one held is the one the core can reuse.
-                        if let Some(r) = &self.recycle {
-                            r.give(data);
-                        }
-                    }
+                    Ok(()) => self.block_written(transfer, block, offset, data),
                     Err(e) => self.disk_error(transfer, "writing a block", &e),
                 }
             }

@@ -97,8 +97,9 @@ pub fn write_all_vectored_at(
 mod tests {
     use super::*;
 
-    #[test]
-    fn aligned_writes_land_where_buffered_reads_see_them() {
+    /// A new file in a temporary directory, opened for buffered reads and
+    /// for direct writes; `None` where the filesystem has no `O_DIRECT`.
+    fn direct_file() -> Option<(tempfile::TempDir, File, File)> {
         // /var/tmp: tmpfs (/tmp on some machines) may not support O_DIRECT.
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let path = dir.path().join("f");
@@ -108,11 +109,19 @@ mod tests {
             .write(true)
             .open(&path)
             .unwrap();
-        f.set_len(3 * ALIGN).unwrap();
         let Some(d) = open(&path) else {
             eprintln!("no O_DIRECT on this filesystem; nothing to test");
+            return None;
+        };
+        Some((dir, f, d))
+    }
+
+    #[test]
+    fn aligned_writes_land_where_buffered_reads_see_them() {
+        let Some((_dir, f, d)) = direct_file() else {
             return;
         };
+        f.set_len(3 * ALIGN).unwrap();
         let mut b = Bounce::default();
         let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
         b.write_at(&d, &data, ALIGN).unwrap();
@@ -125,16 +134,7 @@ mod tests {
 
     #[test]
     fn runs_of_aligned_buffers_land_in_one_write_where_reads_see_them() {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let path = dir.path().join("f");
-        let f = OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        let Some(d) = open(&path) else {
-            eprintln!("no O_DIRECT on this filesystem; nothing to test");
+        let Some((_dir, f, d)) = direct_file() else {
             return;
         };
         // Three aligned buffers of 2, 1 and 3 pages, each its own pattern,

@@ -122,13 +122,38 @@ struct Daemon {
     metrics_addr: Option<std::net::SocketAddr>,
     /// Writes `status.json` off this thread.
     status: status_file::StatusFile,
-    /// Descriptors turned away because `limits.transfers` were held, and
-    /// when that was last logged.
-    too_many: (u64, Option<Instant>),
-    /// Frames of another wire version (or an unknown kind) counted at the
-    /// last warning, and when it was: a sender and a receiver of different
-    /// releases on one link, said once a minute.
-    foreign_version: (u64, Option<Instant>),
+    /// Descriptors turned away because `limits.transfers` were held.
+    too_many: Throttled,
+    /// Frames of another wire version (or an unknown kind): a sender and
+    /// a receiver of different releases on one link.
+    foreign_version: Throttled,
+}
+
+/// A counter whose growth is logged at most once a minute.
+#[derive(Debug, Default)]
+struct Throttled {
+    /// The count at the last warning.
+    seen: u64,
+    /// When that was.
+    at: Option<Instant>,
+}
+
+impl Throttled {
+    /// How much `count` grew since the last warning, if a warning is due.
+    fn due(&mut self, count: u64, now: Instant) -> Option<u64> {
+        let quiet = self
+            .at
+            .is_none_or(|t| now.saturating_duration_since(t) > Duration::from_secs(60));
+        if count <= self.seen || !quiet {
+            return None;
+        }
+        let grew = count - self.seen;
+        *self = Self {
+            seen: count,
+            at: Some(now),
+        };
+        Some(grew)
+    }
 }
 
 impl std::fmt::Debug for Daemon {
@@ -257,8 +282,8 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         published: 0,
         metrics_addr,
         status,
-        too_many: (0, None),
-        foreign_version: (0, None),
+        too_many: Throttled::default(),
+        foreign_version: Throttled::default(),
     };
     d.recover()?;
     let _ = sd_notify::notify(&[NotifyState::Ready]);
@@ -714,34 +739,20 @@ impl Daemon {
         self.retry_reopen();
         self.refused
             .retain(|_, t| now.saturating_duration_since(*t) < Duration::from_secs(60));
-        let turned_away = stats.dropped.too_many_transfers;
-        if turned_away > self.too_many.0
-            && self
-                .too_many
-                .1
-                .is_none_or(|t| now.saturating_duration_since(t) > Duration::from_secs(60))
-        {
+        if let Some(descriptors) = self.too_many.due(stats.dropped.too_many_transfers, now) {
             warn!(
                 limit = self.settings.transfers,
-                descriptors = turned_away - self.too_many.0,
+                descriptors,
                 "limits.transfers reached: new transfers wait for one to finish (a later pass brings them)"
             );
-            self.too_many = (turned_away, Some(now));
         }
-        let foreign = stats.dropped.unsupported;
-        if foreign > self.foreign_version.0
-            && self
-                .foreign_version
-                .1
-                .is_none_or(|t| now.saturating_duration_since(t) > Duration::from_secs(60))
-        {
+        if let Some(frames) = self.foreign_version.due(stats.dropped.unsupported, now) {
             warn!(
-                frames = foreign - self.foreign_version.0,
+                frames,
                 speaks = weir_protocol::wire::VERSION,
                 "frames of another weir wire version (or of an unknown kind) arrive and are dropped: \
                  run the same weir release on both sides of the link"
             );
-            self.foreign_version = (foreign, Some(now));
         }
         let reading = Reading {
             core: stats,
@@ -826,5 +837,22 @@ impl Daemon {
             Ok(json) => self.status.offer(json),
             Err(e) => warn!("rendering the status: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttled_counter_warns_on_growth_at_most_once_a_minute() {
+        let t0 = Instant::now();
+        let mut t = Throttled::default();
+        assert_eq!(t.due(0, t0), None);
+        assert_eq!(t.due(5, t0), Some(5));
+        assert_eq!(t.due(7, t0 + Duration::from_secs(10)), None);
+        assert_eq!(t.due(7, t0 + Duration::from_secs(61)), Some(2));
+        assert_eq!(t.due(7, t0 + Duration::from_secs(200)), None);
+        assert_eq!(t.due(8, t0 + Duration::from_secs(200)), Some(1));
     }
 }

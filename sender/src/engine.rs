@@ -297,7 +297,7 @@ impl Engine {
 /// Parcels queued between the frame producer and the sender.
 const QUEUE_PARCELS: usize = 8;
 /// Batches handed over at once: fewer thread wake-ups at high rates.
-const PARCEL_BATCHES: usize = 4;
+const PARCEL_BATCHES: usize = 8;
 
 /// The producer's end of the queue: batches are handed over in parcels,
 /// and sent buffers come back to be filled again (no allocation per batch).

@@ -12,7 +12,7 @@
 //! ```text
 //!  file:    [hdr 512][content ........][pad][hdr 512][content][pad][0…0]
 //!  digest:  [hdr 512][BLAKE3(content)  ][pad][hdr 512][BLAKE3 ][pad][0…0][len u64]
-//!           └──────────── fed to BLAKE3 derive_key("weir transfer digest v1") ─┘
+//!           └────── fed to BLAKE3 derive_key("weir 2026-11 transfer digest v1") ─┘
 //! ```
 //!
 //! Each header is fed as raw bytes before the content it describes, and
@@ -113,8 +113,9 @@ impl Digester {
     /// Feeds the next bytes of the file.
     pub fn update(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
-            let used = self.step(data).max(1).min(data.len());
-            data = data.get(used..).unwrap_or_default();
+            let used = self.step(data);
+            debug_assert!(used > 0, "every step consumes a byte");
+            data = data.get(used.max(1)..).unwrap_or_default();
         }
     }
 

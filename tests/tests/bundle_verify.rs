@@ -567,6 +567,42 @@ impl std::io::Read for Failing<'_> {
     }
 }
 
+/// A reader interrupted (`EINTR`) before every other read.
+struct Interrupting<'a> {
+    data: &'a [u8],
+    interrupt: bool,
+}
+
+impl std::io::Read for Interrupting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.interrupt = !self.interrupt;
+        if self.interrupt {
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
+        self.data.read(buf)
+    }
+}
+
+#[test]
+fn an_interrupted_read_is_retried_not_taken_for_damage() {
+    // Regression: the tar reader reports an interrupted header read as a
+    // damaged archive, so a signal during verification rejected a good
+    // bundle.
+    let fx = Fixture::new();
+    let bundle = good_bundle(&fx);
+    let found = weir_protocol::bundle::verify_digest(
+        Interrupting {
+            data: &bundle,
+            interrupt: false,
+        },
+        &fx.trust,
+        SystemTime::now(),
+    )
+    .unwrap();
+    assert!(found.verdict.is_ok(), "{:?}", found.verdict);
+    assert_eq!(found.digest, weir_protocol::digest::digest(&bundle));
+}
+
 #[test]
 fn a_read_error_is_an_error_not_a_verdict() {
     let fx = Fixture::new();

@@ -354,7 +354,9 @@ pub fn verify_digest<R: Read>(
 }
 
 /// Feeds what passes through it to a [`Digester`], and remembers whether
-/// the reader underneath failed.
+/// the reader underneath failed. An interrupted read is retried here: the
+/// `tar` reader would report it as a damaged archive, a verdict on the
+/// bundle that an `EINTR` must never cause.
 struct Tap<R> {
     inner: R,
     digester: Rc<RefCell<Digester>>,
@@ -363,18 +365,19 @@ struct Tap<R> {
 
 impl<R: Read> Read for Tap<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.inner.read(buf) {
-            Ok(n) => {
-                self.digester
-                    .borrow_mut()
-                    .update(buf.get(..n).unwrap_or_default());
-                Ok(n)
-            }
-            Err(e) => {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+        loop {
+            match self.inner.read(buf) {
+                Ok(n) => {
+                    self.digester
+                        .borrow_mut()
+                        .update(buf.get(..n).unwrap_or_default());
+                    return Ok(n);
                 }
-                Err(e)
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+                    return Err(e);
+                }
             }
         }
     }

@@ -476,8 +476,10 @@ impl Publisher {
             &json,
         )?;
         let dest: PathBuf = q.join(format!("{id}.weir"));
-        // The id follows from the file's BLAKE3 (the core refuses any
-        // other): an existing file of that name holds these very bytes.
+        // The id is the first 64 bits of the file's transfer digest (the
+        // core refuses any other): an existing file of that name holds
+        // these very bytes, barring a 64-bit collision crafted on purpose
+        // and a finished-set that forgot the first one.
         if kept {
             match fs::hard_link(self.spool.part(id), &dest) {
                 Ok(()) => {}

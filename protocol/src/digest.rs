@@ -271,6 +271,12 @@ fn header_size(h: &[u8; BLOCK]) -> Option<u64> {
         }
         return Some(n);
     }
+    octal(field)
+}
+
+/// An octal header field: optional leading spaces, then at least one digit
+/// `0`–`7`, ending at the first NUL or space or at the end of the field.
+fn octal(field: &[u8]) -> Option<u64> {
     let text = field
         .iter()
         .skip_while(|&&b| b == b' ')
@@ -290,7 +296,7 @@ fn header_size(h: &[u8; BLOCK]) -> Option<u64> {
 /// The header checksum (bytes 148..156: octal sum of all bytes with the
 /// checksum field counted as spaces) matches.
 fn checksum_ok(h: &[u8; BLOCK]) -> bool {
-    let Some(field) = h.get(148..156) else {
+    let Some(stored) = h.get(148..156).and_then(octal) else {
         return false;
     };
     let sum: u64 = h
@@ -304,20 +310,7 @@ fn checksum_ok(h: &[u8; BLOCK]) -> bool {
             }
         })
         .sum();
-    let mut n = 0u64;
-    let mut digits = 0;
-    for &b in field
-        .iter()
-        .skip_while(|&&b| b == b' ')
-        .take_while(|&&b| b != 0 && b != b' ')
-    {
-        if !(b'0'..=b'7').contains(&b) {
-            return false;
-        }
-        n = n * 8 + u64::from(b - b'0');
-        digits += 1;
-    }
-    digits > 0 && n == sum
+    stored == sum
 }
 
 #[cfg(test)]

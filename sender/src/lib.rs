@@ -4,7 +4,7 @@
 //! - [`bundle`]: `bundle create` and `bundle sign`.
 //! - [`config`]: the configuration file and its checked settings.
 //! - [`outbox`]: the spool directories, journal and in-flight state.
-//! - [`source`]: reading a bundle's blocks (direct I/O where possible).
+//! - [`source`]: reading a bundle's blocks.
 //! - [`pacer`]: the token bucket.
 //! - [`udp`]: the sending socket (batches, GSO).
 //! - [`engine`]: the paced send loop with heartbeats.

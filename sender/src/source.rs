@@ -1,11 +1,12 @@
 //! Reading a bundle's blocks for the chunker.
 //!
-//! Positioned reads through the page cache, one per group of blocks. Direct
-//! I/O was measured here as an alternative (the check has just put the
-//! bundle in the page cache, so each buffered read is a kernel copy): it
-//! saved no measurable CPU, and the disk reads it waits for cut goodput by
-//! a fifth when the group is read in one request and by two fifths block by
-//! block (BENCHMARKS.md).
+//! Positioned reads through the page cache, one per block, which the
+//! chunker encodes while it is still in the core's cache. Direct I/O was
+//! measured here as an alternative (the check has just put the bundle in
+//! the page cache, so each buffered read is a kernel copy): it saved no
+//! measurable CPU, and the disk reads it waits for cut goodput by a fifth
+//! when a group is read in one request and by two fifths block by block
+//! (BENCHMARKS.md).
 
 use std::fs::File;
 use std::io;

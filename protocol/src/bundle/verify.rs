@@ -332,15 +332,10 @@ pub fn verify_digest<R: Read>(
         failed: None,
     };
     let verdict = walk(&mut tap, Some((trust, now)), Some(&digester)).map(verified);
+    // The rest of the file, past the archive's end (`Tap` retries
+    // interrupted reads itself).
     let mut buf = vec![0u8; CHUNK];
-    loop {
-        match tap.read(&mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    while tap.read(&mut buf)? > 0 {}
     if let Some(e) = tap.failed.take() {
         // The walk may have turned it into a rejection: it is not one.
         return Err(e);

@@ -512,7 +512,7 @@ pub fn now_rfc3339() -> String {
 }
 
 /// The transfer digest of the file at `path`.
-pub fn digest_file(path: &std::path::Path) -> io::Result<blake3::Hash> {
+fn digest_file(path: &std::path::Path) -> io::Result<blake3::Hash> {
     let mut d = weir_protocol::digest::Digester::new();
     io::copy(
         &mut io::BufReader::with_capacity(1 << 20, File::open(path)?),

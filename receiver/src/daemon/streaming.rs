@@ -3,9 +3,9 @@
 //! Each transfer gets a verifier thread that reads its partial file from
 //! the start, as far as the blocks are written without a gap, and runs the
 //! bundle verification (signatures first, then every artifact's BLAKE3)
-//! and the transfer digest over it, sharing one hash pass. When the last block lands, only the
-//! tail is left to read: the bundle can be published moments after it is
-//! complete instead of after a second full read.
+//! and the transfer digest over it, sharing one hash pass. When the last
+//! block lands, only the tail is left to read: the bundle can be published
+//! moments after it is complete instead of after a second full read.
 //!
 //! ```text
 //!  writer: block b written ─▶ Progress.ready = contiguous bytes on disk

@@ -407,11 +407,12 @@ impl Writer {
                 Ok(job) => {
                     let mut next = Some(job);
                     while let Some(job) = next.take() {
-                        let mut run = vec![job];
                         // Blocks that follow each other in the file, as a
                         // group's do when they complete together, go to
                         // disk in one request.
-                        while run.len() < MAX_RUN && self.runs_on(&run) {
+                        let grows = self.starts_run(&job);
+                        let mut run = vec![job];
+                        while grows && run.len() < MAX_RUN {
                             match jobs.try_recv() {
                                 Ok(j) if follows(&run, &j) => run.push(j),
                                 Ok(j) => {
@@ -461,16 +462,16 @@ impl Writer {
         }
     }
 
-    /// Whether `run` (of one job so far, or of blocks) can grow: blocks
-    /// of a transfer whose file takes direct writes, whole and aligned.
-    fn runs_on(&self, run: &[Job]) -> bool {
-        match run.last() {
-            Some(Job::Block {
+    /// Whether `job` can start a run: a whole aligned block of a transfer
+    /// whose file takes direct writes.
+    fn starts_run(&self, job: &Job) -> bool {
+        match job {
+            Job::Block {
                 transfer,
                 offset,
                 data,
                 ..
-            }) => {
+            } => {
                 direct_whole(*offset, data)
                     && self.parts.get(transfer).is_some_and(|p| p.direct.is_some())
             }

@@ -18,8 +18,9 @@
 //! its M = 64.
 //!
 //! Each pass starts with two descriptor frames, repeats the descriptor every
-//! `descriptor_every` frames, and ends with a descriptor and an end-of-pass
-//! frame. Pass 0 sends the data shards and parity `0..M`; every later pass
+//! `descriptor_every` frames, and ends with a descriptor and
+//! [`END_OF_PASS_REPEATS`] end-of-pass frames (a single one lost would hide
+//! the pass end from the receiver; it counts the repeats once). Pass 0 sends the data shards and parity `0..M`; every later pass
 //! sends `K + M` parity shards no earlier pass carried ([`FecParams::shard_at`]).
 //! The bytes of a shard depend only on (file, block, shard), so a chunker
 //! restarted at any pass emits shards a receiver can merge with what it has.
@@ -55,6 +56,11 @@ impl<T: AsRef<[u8]>> BlockSource for std::io::Cursor<T> {
     }
 }
 
+/// End-of-pass frames sent at the end of each pass: all of them are lost
+/// together with probability p⁴ on a link that loses a fraction p of
+/// frames independently (0.4% at 25% loss).
+pub const END_OF_PASS_REPEATS: usize = 4;
+
 /// How many passes and how often to repeat the descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkerConfig {
@@ -86,6 +92,8 @@ pub struct Transmit {
     pub len: usize,
     /// The pass the frame belongs to.
     pub pass: u32,
+    /// True on the last frame of a pass (its last end-of-pass frame).
+    pub pass_done: bool,
 }
 
 /// Why the chunker stopped.
@@ -221,7 +229,10 @@ impl<S: BlockSource> Chunker<S> {
         out: &mut Vec<u8>,
     ) -> Result<Option<Transmit>, ChunkerError> {
         if let Some(c) = self.control.pop_front() {
-            return self.send_control(c, link, out).map(Some);
+            let mut t = self.send_control(c, link, out)?;
+            t.pass_done = matches!(c, Control::EndOfPass(_))
+                && !matches!(self.control.front(), Some(Control::EndOfPass(_)));
+            return Ok(Some(t));
         }
         if self.done || (self.config.passes != 0 && self.pass >= self.config.passes) {
             self.done = true;
@@ -269,7 +280,12 @@ impl<S: BlockSource> Chunker<S> {
                 (addr.kind, link.frame(addr, &payload, out)?)
             }
         };
-        Ok(Transmit { kind, len, pass })
+        Ok(Transmit {
+            kind,
+            len,
+            pass,
+            pass_done: false,
+        })
     }
 
     fn finish_pass(
@@ -279,7 +295,9 @@ impl<S: BlockSource> Chunker<S> {
     ) -> Result<Transmit, ChunkerError> {
         let ended = self.pass;
         let t = self.send_control(Control::Descriptor, link, out)?;
-        self.control.push_back(Control::EndOfPass(ended));
+        for _ in 0..END_OF_PASS_REPEATS {
+            self.control.push_back(Control::EndOfPass(ended));
+        }
         self.pass = self.pass.saturating_add(1);
         if self.config.passes == 0 || self.pass < self.config.passes {
             self.start_pass();
@@ -354,6 +372,7 @@ impl<S: BlockSource> Chunker<S> {
             kind,
             len,
             pass: self.pass,
+            pass_done: false,
         })
     }
 
@@ -415,14 +434,14 @@ mod tests {
         Chunker::new(desc, Cursor::new(data), config)
     }
 
-    fn frames(c: &mut Chunker<Cursor<Vec<u8>>>) -> Vec<(FrameKind, u32, u16, u32)> {
+    fn frames(c: &mut Chunker<Cursor<Vec<u8>>>) -> Vec<(FrameKind, u32, u16, u32, bool)> {
         let mut link = LinkEncoder::new(1, Integrity::Crc32c);
         let mut out = Vec::new();
         let mut seen = Vec::new();
         while let Some(t) = c.poll_transmit(&mut link, &mut out).unwrap() {
             let f = decode_frame(&out, &Integrity::Crc32c).unwrap();
             assert_eq!(f.header.kind, t.kind);
-            seen.push((t.kind, f.header.block, f.header.shard, t.pass));
+            seen.push((t.kind, f.header.block, f.header.shard, t.pass, t.pass_done));
             out.clear();
         }
         seen
@@ -434,9 +453,28 @@ mod tests {
         let mut c = chunker(150, 2);
         let f = frames(&mut c);
         let kinds = |k| f.iter().filter(|x| x.0 == k).count();
-        // Per pass: 2 descriptors at start + 1 at end; one end of pass.
+        // Per pass: 2 descriptors at start + 1 at end; the end of pass
+        // repeated, its last copy marked.
         assert_eq!(kinds(FrameKind::Descriptor), 6);
-        assert_eq!(kinds(FrameKind::EndOfPass), 2);
+        assert_eq!(kinds(FrameKind::EndOfPass), 2 * END_OF_PASS_REPEATS);
+        let ends: Vec<(usize, u32)> = f
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| x.4)
+            .map(|(i, x)| (i, x.3))
+            .collect();
+        assert_eq!(ends.len(), 2, "one frame marks each pass done");
+        for (i, pass) in ends {
+            assert_eq!(f[i].0, FrameKind::EndOfPass);
+            assert_ne!(f.get(i + 1).map(|x| x.0), Some(FrameKind::EndOfPass));
+            assert_eq!(
+                f[i - END_OF_PASS_REPEATS + 1..=i]
+                    .iter()
+                    .filter(|x| x.0 == FrameKind::EndOfPass && x.3 == pass)
+                    .count(),
+                END_OF_PASS_REPEATS
+            );
+        }
         // Pass 0: K data + M parity per block; pass 1: K + M parity per block.
         assert_eq!(kinds(FrameKind::Data), 3 * 4);
         assert_eq!(kinds(FrameKind::Parity), 3 * 2 + 3 * 6);
@@ -482,12 +520,11 @@ mod tests {
         let f = frames(&mut c);
         assert_eq!(
             f.iter().map(|x| x.0).collect::<Vec<_>>(),
-            vec![
-                FrameKind::Descriptor,
-                FrameKind::Descriptor,
-                FrameKind::Descriptor,
-                FrameKind::EndOfPass
+            [
+                [FrameKind::Descriptor; 3].as_slice(),
+                &[FrameKind::EndOfPass; END_OF_PASS_REPEATS]
             ]
+            .concat()
         );
     }
 

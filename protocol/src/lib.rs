@@ -42,7 +42,9 @@ pub mod reassembler;
 pub mod size;
 pub mod wire;
 
-pub use chunker::{BlockSource, Chunker, ChunkerConfig, ChunkerError, Transmit};
+pub use chunker::{
+    BlockSource, Chunker, ChunkerConfig, ChunkerError, END_OF_PASS_REPEATS, Transmit,
+};
 pub use control::{EndOfPass, Heartbeat};
 pub use descriptor::{BundleName, TransferDescriptor, TransferId};
 pub use fec::{FecParams, FecParamsError};

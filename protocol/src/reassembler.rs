@@ -480,6 +480,9 @@ struct Transfer {
     /// Ready blocks waiting for the hash to reach them.
     unhashed: BTreeMap<u32, Bytes>,
     last_seen: Instant,
+    /// The last pass whose end was counted: the sender repeats the
+    /// end-of-pass frame, and the copies count once.
+    pass_ended: Option<u32>,
 }
 
 impl Transfer {
@@ -754,6 +757,7 @@ impl Reassembler {
                 hashed: 0,
                 unhashed: BTreeMap::new(),
                 last_seen: now,
+                pass_ended: None,
             },
         );
         // Wanted again, even if it was finished before.
@@ -975,6 +979,7 @@ impl Reassembler {
             hashed: 0,
             unhashed: BTreeMap::new(),
             last_seen: now,
+            pass_ended: None,
         };
         self.transfers.insert(id, t);
         self.events.push_back(Event::TransferStarted(desc));
@@ -998,6 +1003,11 @@ impl Reassembler {
             return;
         };
         t.last_seen = now;
+        if t.pass_ended == Some(eop.pass) {
+            // A repeat, expected like a descriptor's: not a drop.
+            return;
+        }
+        t.pass_ended = Some(eop.pass);
         let missing = t.desc.block_count - t.done.count() as u32;
         self.stats.blocks_unrecovered_at_pass_end += u64::from(missing);
         self.events.push_back(Event::PassEnded {
@@ -1484,6 +1494,47 @@ mod tests {
         run(&mut r, Instant::now(), &grams, &mut file);
         assert_eq!(file, bytes);
         assert_eq!(r.stats().blocks_repaired, u64::from(desc.block_count));
+    }
+
+    #[test]
+    fn each_pass_end_is_counted_once_whatever_its_repeats() {
+        let bytes = data(5000);
+        let desc = descriptor(&bytes, fec());
+        // Two passes; pass 0 loses every shard of block 0 (data and parity).
+        let mut grams = datagrams(&desc, &bytes, 2, 1);
+        let mut ends = 0;
+        let mut pass = 0;
+        grams.retain(|g| {
+            let f = decode_frame(g, &Integrity::Crc32c).unwrap();
+            if f.header.kind == FrameKind::EndOfPass {
+                ends += 1;
+                pass = EndOfPass::decode(f.payload).unwrap().pass + 1;
+            }
+            pass == 1
+                || !(matches!(f.header.kind, FrameKind::Data | FrameKind::Parity)
+                    && f.header.block == 0)
+        });
+        assert_eq!(ends, 2 * crate::chunker::END_OF_PASS_REPEATS);
+        let mut r = Reassembler::new(ReassemblerConfig::default());
+        let mut file = vec![0; bytes.len()];
+        let events = run(&mut r, Instant::now(), &grams, &mut file);
+        let passes: Vec<(u32, u32)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::PassEnded {
+                    pass,
+                    missing_blocks,
+                    ..
+                } => Some((*pass, *missing_blocks)),
+                _ => None,
+            })
+            .collect();
+        // Block 0 completes in pass 1, and the transfer with it: pass 1's
+        // end then belongs to a finished transfer.
+        assert_eq!(passes, vec![(0, 1)]);
+        assert_eq!(r.stats().blocks_unrecovered_at_pass_end, 1);
+        assert_eq!(file, bytes);
+        assert_eq!(r.stats().dropped.duplicate, 0);
     }
 
     #[test]

@@ -442,7 +442,7 @@ impl Producer<'_> {
             batch.blocks_done = done;
             batch.blocks = blocks;
             if !is_shard || batch.frames >= self.batch_frames {
-                batch.end_of_pass = t.kind == FrameKind::EndOfPass;
+                batch.end_of_pass = t.pass_done;
                 let next = queue.fresh(cap);
                 if !queue.post(std::mem::replace(&mut batch, next), !is_shard) {
                     return Ok(Made {
@@ -450,7 +450,7 @@ impl Producer<'_> {
                     });
                 }
             }
-            if t.kind == FrameKind::EndOfPass && t.pass + 1 < self.passes {
+            if t.pass_done && t.pass + 1 < self.passes {
                 // Pause between passes, beating on time.
                 let until = Instant::now() + self.pass_pause;
                 while Instant::now() < until && !halt.load(Ordering::Relaxed) {

@@ -52,7 +52,7 @@ pub use link::{FrameAddr, LinkEncoder};
 pub use loss::{LossMeter, LossStats};
 pub use rate::Rate;
 pub use reassembler::{
-    DigestCheck, DropCounts, Event, Reassembler, ReassemblerConfig, SpilledBlock, Stats,
+    DigestCheck, DropCounts, Event, Reassembler, ReassemblerConfig, Refusal, SpilledBlock, Stats,
     TransferState,
 };
 pub use size::ByteSize;

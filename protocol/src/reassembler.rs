@@ -168,7 +168,40 @@ pub enum Event {
         /// The new one.
         epoch: u64,
     },
+    /// A transfer was turned away at its descriptor by this receiver's
+    /// limits; its frames are dropped (counted as `refused`). Told once a
+    /// minute per transfer while its descriptors keep coming.
+    TransferRefused {
+        /// The transfer.
+        descriptor: TransferDescriptor,
+        /// Which limit.
+        refusal: Refusal,
+    },
 }
+
+/// Which limit turned a transfer away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Larger than [`ReassemblerConfig::max_transfer_size`].
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// Two interleave groups of its blocks, what reassembly must hold at
+    /// once, need more than one transfer's share of
+    /// [`ReassemblerConfig::max_memory`].
+    BlocksTooBig {
+        /// Bytes it needs.
+        needed: u64,
+        /// One transfer's share.
+        share: u64,
+    },
+}
+
+/// How often a refusal of the same transfer is told again.
+const REFUSAL_REPEAT: Duration = Duration::from_secs(60);
+/// Most refused transfers remembered, to tell each once a minute.
+const REFUSALS_REMEMBERED: usize = 64;
 
 /// Data shards of an incomplete block, for the driver to keep on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -521,6 +554,8 @@ pub struct Reassembler {
     /// block. At most [`SPARE_BUFFERS`] and [`SPARE_BYTES`], and only while
     /// they fit in `max_memory` beside `memory`.
     spare: Vec<BytesMut>,
+    /// Transfers refused lately, with when that was told.
+    refused: HashMap<TransferId, Instant>,
 }
 
 /// Most block buffers kept for reuse: blocks start and finish a whole
@@ -547,6 +582,7 @@ impl Reassembler {
             limbo_bytes: 0,
             tick: 0,
             spare: Vec::new(),
+            refused: HashMap::new(),
         }
     }
 
@@ -960,10 +996,23 @@ impl Reassembler {
             return;
         }
         let needed = (desc.block_count as usize).min(2 * usize::from(desc.fec.interleave()));
-        if desc.size > self.config.max_transfer_size
-            || self.blocks_allowed(desc.fec.block_len()) < needed.max(1)
-        {
+        let block_len = desc.fec.block_len();
+        let allowed = self.blocks_allowed(block_len);
+        let refusal = if desc.size > self.config.max_transfer_size {
+            Some(Refusal::TooLarge {
+                limit: self.config.max_transfer_size,
+            })
+        } else if allowed < needed.max(1) {
+            Some(Refusal::BlocksTooBig {
+                needed: (needed.max(1) * block_len) as u64,
+                share: (allowed * block_len) as u64,
+            })
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
             self.stats.dropped.refused += 1;
+            self.tell_refusal(now, desc, refusal);
             return;
         }
         if self.transfers.len() >= self.config.max_transfers {
@@ -986,6 +1035,22 @@ impl Reassembler {
         // An empty file is complete as soon as it is described.
         self.check_complete(id);
         self.replay_limbo(now, id);
+    }
+
+    /// Emits [`Event::TransferRefused`] unless this transfer's refusal was
+    /// told within the last minute.
+    fn tell_refusal(&mut self, now: Instant, descriptor: TransferDescriptor, refusal: Refusal) {
+        let id = descriptor.transfer;
+        self.refused
+            .retain(|_, at| now.saturating_duration_since(*at) < REFUSAL_REPEAT);
+        if self.refused.contains_key(&id) || self.refused.len() >= REFUSALS_REMEMBERED {
+            return;
+        }
+        self.refused.insert(id, now);
+        self.events.push_back(Event::TransferRefused {
+            descriptor,
+            refusal,
+        });
     }
 
     fn on_end_of_pass(&mut self, now: Instant, frame: &FrameRef<'_>) {
@@ -1745,6 +1810,62 @@ mod tests {
         }
         assert_eq!(r.stats().dropped.descriptor_conflict, 1);
         assert_eq!(r.stats().dropped.invalid, 1);
+    }
+
+    #[test]
+    fn a_refused_transfer_is_told_with_its_limit_once_a_minute() {
+        let bytes = data(5000);
+        let desc = descriptor(&bytes, fec());
+        // A sender epoch per call: repeated frames would be dropped as
+        // duplicates before their descriptor is read.
+        let epoch = std::cell::Cell::new(0);
+        let refusals = |r: &mut Reassembler, now: Instant| -> Vec<Refusal> {
+            let mut file = vec![0; bytes.len()];
+            epoch.set(epoch.get() + 1);
+            let grams = datagrams(&desc, &bytes, 1, epoch.get());
+            run(r, now, &grams, &mut file)
+                .into_iter()
+                .filter_map(|e| match e {
+                    Event::TransferRefused {
+                        descriptor,
+                        refusal,
+                    } => {
+                        assert_eq!(descriptor, desc);
+                        Some(refusal)
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        // Too large: told once for all its repeated descriptors, again a
+        // minute later.
+        let mut r = Reassembler::new(ReassemblerConfig {
+            max_transfer_size: 4999,
+            ..ReassemblerConfig::default()
+        });
+        let t0 = Instant::now();
+        assert_eq!(
+            refusals(&mut r, t0),
+            vec![Refusal::TooLarge { limit: 4999 }]
+        );
+        assert!(r.stats().dropped.refused >= 3, "every descriptor counts");
+        assert!(refusals(&mut r, t0 + Duration::from_secs(30)).is_empty());
+        assert_eq!(refusals(&mut r, t0 + Duration::from_secs(61)).len(), 1);
+        assert_eq!(r.transfers_in_flight(), 0);
+        // Blocks bigger than a transfer's share of memory.
+        let mut r = Reassembler::new(ReassemblerConfig {
+            max_memory: (2 << 20) + 1000,
+            max_transfers: 1,
+            ..ReassemblerConfig::default()
+        });
+        let block = desc.fec.block_len() as u64;
+        assert_eq!(
+            refusals(&mut r, t0),
+            vec![Refusal::BlocksTooBig {
+                needed: block * u64::from(desc.block_count.min(8)),
+                share: 1000 / block * block,
+            }]
+        );
     }
 
     #[test]

@@ -240,7 +240,9 @@ impl MemReceiver {
                         missing,
                     });
                 }
-                Event::Heartbeat { .. } | Event::SenderRestarted { .. } => {}
+                Event::Heartbeat { .. }
+                | Event::SenderRestarted { .. }
+                | Event::TransferRefused { .. } => {}
             }
         }
     }

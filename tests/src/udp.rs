@@ -195,7 +195,8 @@ pub fn receive(
                 }
                 Event::PassEnded { .. }
                 | Event::Heartbeat { .. }
-                | Event::SenderRestarted { .. } => {}
+                | Event::SenderRestarted { .. }
+                | Event::TransferRefused { .. } => {}
             }
         }
     }

@@ -609,6 +609,37 @@ fn a_transfer_beyond_the_transfer_limit_waits_with_a_log_line_and_a_metric() {
     assert!(s.wait_staged("b_1.weir", 30) == b);
 }
 
+#[test]
+fn a_bundle_beyond_max_bundle_is_refused_with_the_limit_named() {
+    let mut s = Setup::new("max_bundle = \"1536KiB\"\n");
+    s.rx.start().unwrap();
+    let (_, small) = s.bundle("small", 1024, 4);
+    let (_, big) = s.bundle("big", 2048, 5);
+    // The big one first, with every descriptor repeat of two passes.
+    blast(s.addr, &frames(&big, "big.weir", 2, 1));
+    blast(s.addr, &frames(&small, "small.weir", 1, 2));
+    assert!(s.wait_staged("small_1.weir", 30) == small);
+    std::thread::sleep(Duration::from_millis(600));
+    let text = s.rx.scrape().unwrap();
+    let line = "weir_receiver_transfers_refused_total{reason=\"max_bundle\"}";
+    assert_eq!(metric(&text, line), 1.0, "told once: {text}");
+    assert!(
+        metric(
+            &text,
+            "weir_receiver_frames_dropped_total{reason=\"refused\"}"
+        ) > 1.0,
+        "every descriptor is dropped"
+    );
+    let log = s.rx.log_text();
+    assert_eq!(
+        log.matches("larger than limits.max_bundle").count(),
+        1,
+        "told once, naming the limit: {log}"
+    );
+    assert!(log.contains("big"), "{log}");
+    assert!(s.staged("big_1.weir").is_none());
+}
+
 /// A small tmpfs, unmounted on drop.
 struct Tmpfs(PathBuf);
 

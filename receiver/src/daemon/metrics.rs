@@ -139,7 +139,7 @@ impl Metrics {
         );
         r.register(
             "transfers_refused",
-            "Transfers turned away by a limit",
+            "Transfers turned away by a limit (incoming_quota, reopen_queue, max_bundle, memory)",
             self.refused.clone(),
         );
         r.register(

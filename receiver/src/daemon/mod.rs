@@ -37,8 +37,8 @@ use anyhow::Context;
 use sd_notify::NotifyState;
 use tracing::{error, info, warn};
 use weir_protocol::{
-    Event, Integrity, LinkKey, Reassembler, ReassemblerConfig, TransferDescriptor, TransferId,
-    TransferState,
+    ByteSize, Event, Integrity, LinkKey, Reassembler, ReassemblerConfig, Refusal,
+    TransferDescriptor, TransferId, TransferState,
 };
 
 use crate::config::Settings;
@@ -575,6 +575,31 @@ impl Daemon {
                     epoch = format!("{epoch:016x}"),
                     "the sender restarted"
                 );
+            }
+            Event::TransferRefused {
+                descriptor: d,
+                refusal,
+            } => self.refused_by_limits(&d, refusal),
+        }
+    }
+
+    /// Says which limit turned a transfer away, and what to change.
+    fn refused_by_limits(&self, d: &TransferDescriptor, refusal: Refusal) {
+        let size = ByteSize(d.size);
+        match refusal {
+            Refusal::TooLarge { limit } => {
+                self.metrics.refused("max_bundle");
+                warn!(transfer = %d.transfer, bundle = %d.name, %size, limit = %ByteSize(limit),
+                    "transfer refused: the bundle is larger than limits.max_bundle; raise it to receive this bundle");
+            }
+            Refusal::BlocksTooBig { needed, share } => {
+                self.metrics.refused("memory");
+                warn!(transfer = %d.transfer, bundle = %d.name, %size,
+                    needed = %ByteSize(needed), share = %ByteSize(share),
+                    transfers = self.settings.transfers, memory = %ByteSize(self.settings.memory as u64),
+                    "transfer refused: two interleave groups of its blocks need more than one transfer's share \
+                     of limits.memory; raise limits.memory or lower limits.transfers (the sender's FEC \
+                     settings make blocks this big)");
             }
         }
     }

@@ -1438,11 +1438,21 @@ fn store_shard(
 }
 
 /// An empty slot whose data shard is not on disk: parity may park there.
-fn free_slot(p: &PendingBlock) -> Option<usize> {
-    p.slots
+/// The search starts where the last one ended (slots below it are taken
+/// and stay taken), so parking every parity shard of a block costs one
+/// walk over its slots, not one per shard.
+fn free_slot(p: &mut PendingBlock) -> Option<usize> {
+    let from = p.free_from;
+    let on_disk = p.on_disk.as_ref();
+    let found = p
+        .slots
         .iter()
         .enumerate()
-        .position(|(i, s)| *s == Slot::Empty && !p.on_disk.as_ref().is_some_and(|b| b.get(i)))
+        .skip(from)
+        .find(|(i, s)| **s == Slot::Empty && !on_disk.is_some_and(|b| b.get(*i)))
+        .map(|(i, _)| i);
+    p.free_from = found.unwrap_or(p.slots.len());
+    found
 }
 
 #[cfg(test)]

@@ -392,7 +392,9 @@ impl Producer<'_> {
                     pass: chunker.pass(),
                 });
             }
-            if Instant::now() >= *self.next_heartbeat {
+            // The clock is read once per batch (at most 64 frames, well
+            // under a millisecond), not per frame.
+            if batch.frames == 0 && Instant::now() >= *self.next_heartbeat {
                 let mut hb = Batch::default();
                 self.heartbeat(&mut hb)?;
                 hb.pass = chunker.pass();

@@ -7,7 +7,7 @@
 //!                 <id>.state  blocks (and spilled shards) on disk, JSON
 //!                 finished    transfer ids already handled, one per line
 //!    staging/     NAME_VERSION.weir + NAME_VERSION.receipt.json
-//!    quarantine/  <id>.weir + <id>.reason.json
+//!    quarantine/  <id>.weir + <id>.reason.json (<id>-<digest>.* on an id collision)
 //!    failed/      <id>.json   transfers that expired incomplete
 //!    status.json  what `weir-receiver status` shows
 //! ```

@@ -460,11 +460,13 @@ impl Publisher {
             warn!(transfer = %id, bundle = %d.name, held, quota = self.quarantine_quota,
                 "quarantine/ is over its quota: only the reason is kept, not the bundle");
         }
+        let digest = d.digest().to_hex().to_string();
+        let stem = quarantine_stem(q, &id.to_string(), &digest);
         let report = ReasonFile {
             transfer: id.to_string(),
             name: d.name.to_string(),
             size: d.size,
-            digest: d.digest().to_hex().to_string(),
+            digest,
             reasons,
             at: now_rfc3339(),
             kept,
@@ -472,14 +474,12 @@ impl Publisher {
         let json = serde_json::to_vec_pretty(&report).map_err(io::Error::other)?;
         write_atomic(
             &self.spool.incoming,
-            &q.join(format!("{id}.reason.json")),
+            &q.join(format!("{stem}.reason.json")),
             &json,
         )?;
-        let dest: PathBuf = q.join(format!("{id}.weir"));
-        // The id is the first 64 bits of the file's transfer digest (the
-        // core refuses any other): an existing file of that name holds
-        // these very bytes, barring a 64-bit collision crafted on purpose
-        // and a finished-set that forgot the first one.
+        let dest: PathBuf = q.join(format!("{stem}.weir"));
+        // An existing file of that name holds these very bytes: the stem
+        // names this digest (see `quarantine_stem`).
         if kept {
             match fs::hard_link(self.spool.part(id), &dest) {
                 Ok(()) => {}
@@ -490,6 +490,26 @@ impl Publisher {
         self.settle(id, q);
         keep_newest_reports(q, ".reason.json", &[".weir"]);
         Ok(Verdict::Quarantined { reasons: codes })
+    }
+}
+
+/// The name under which a rejected transfer goes into `quarantine/`: its
+/// id, unless an earlier reason under that id names another digest. The
+/// id is the first 64 bits of the transfer digest, so that takes a
+/// collision, which anyone on the link can grind for transfers of their
+/// own (2³² tries); both are then kept, this one under its full digest,
+/// and no reason ever sits beside another transfer's bytes.
+fn quarantine_stem(q: &std::path::Path, id: &str, digest: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Earlier {
+        digest: String,
+    }
+    let earlier = fs::read(q.join(format!("{id}.reason.json")))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Earlier>(&b).ok());
+    match earlier {
+        Some(e) if e.digest != digest => format!("{id}-{digest}"),
+        _ => id.to_string(),
     }
 }
 
@@ -519,4 +539,26 @@ fn digest_file(path: &std::path::Path) -> io::Result<blake3::Hash> {
         &mut d,
     )?;
     Ok(d.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_colliding_id_never_puts_a_reason_beside_other_bytes() {
+        let q = tempfile::tempdir().unwrap();
+        let id = "00112233aabbccdd";
+        // Nothing under this id yet: the id.
+        assert_eq!(quarantine_stem(q.path(), id, "d1"), id);
+        std::fs::write(
+            q.path().join(format!("{id}.reason.json")),
+            br#"{"transfer": "00112233aabbccdd", "digest": "d1", "size": 3}"#,
+        )
+        .unwrap();
+        // The same transfer again: the same name (its bytes are there).
+        assert_eq!(quarantine_stem(q.path(), id, "d1"), id);
+        // Other bytes under the same id: kept apart, under the digest.
+        assert_eq!(quarantine_stem(q.path(), id, "d2"), format!("{id}-d2"));
+    }
 }

@@ -442,8 +442,9 @@ fn main() -> anyhow::Result<()> {
             weir_protocol::FecParams::auto_interleave(256, shard),
         );
         let (mut plain, mut gso, mut weir) = (Vec::new(), Vec::new(), Vec::new());
+        let weir_only = std::env::var_os("WEIR_BENCH_WEIR_ONLY").is_some();
         for i in 0..runs {
-            let (p, g) = if std::env::var_os("WEIR_BENCH_WEIR_ONLY").is_some() {
+            let (p, g) = if weir_only {
                 let none = Arrivals {
                     bytes: 0,
                     secs: 0.0,
@@ -472,8 +473,18 @@ fn main() -> anyhow::Result<()> {
             }
             eprintln!("  run {}: weir-sender run -> weir-receiver run", i + 1);
             let w = weir_run(&bins, dir.path(), &bundle, mtu, &rate)?;
+            let baselines = if weir_only {
+                String::new()
+            } else {
+                format!(
+                    " | 1/syscall {:6.0} MB/s | GSO/GRO {:6.0} MB/s at {:.2} CPU s/GB",
+                    p.rate() / 1e6,
+                    g.rate() / 1e6,
+                    g.cpu_per_gb(),
+                )
+            };
             println!(
-                "  run {}: weir {:6.0} MB/s (outbox to staging/ {:.2} s, first frame after {:.2} s, verify and publish {:.2} s; sender {:.2} (check {:.2}) + receiver {:.2} CPU s/GB, RSS {:.0} / {:.0} MiB, {} frames lost, {} kernel drops, {:.2} s stalled on the disk, {} blocks repaired) | 1/syscall {:6.0} MB/s | GSO/GRO {:6.0} MB/s at {:.2} CPU s/GB",
+                "  run {}: weir {:6.0} MB/s (outbox to staging/ {:.2} s, first frame after {:.2} s, verify and publish {:.2} s; sender {:.2} (check {:.2}) + receiver {:.2} CPU s/GB, RSS {:.0} / {:.0} MiB, {} frames lost, {} kernel drops, {:.2} s stalled on the disk, {} blocks repaired){baselines}",
                 i + 1,
                 w.goodput / 1e6,
                 w.latency,
@@ -488,9 +499,6 @@ fn main() -> anyhow::Result<()> {
                 w.kernel_drops,
                 w.stall,
                 w.repaired,
-                p.rate() / 1e6,
-                g.rate() / 1e6,
-                g.cpu_per_gb(),
             );
             plain.push(p.rate());
             gso.push(g.rate());
@@ -501,6 +509,15 @@ fn main() -> anyhow::Result<()> {
         let ratio_plain: Vec<f64> = good.iter().zip(&plain).map(|(w, p)| w / p).collect();
         let ratio_gso: Vec<f64> = good.iter().zip(&gso).map(|(w, g)| w / g).collect();
         let rss = weir.iter().map(|w| w.receiver_rss).max().unwrap_or(0);
+        if weir_only {
+            println!(
+                "  median: weir {:.0} MB/s; both daemons {:.2} CPU s/GB; receiver peak RSS {:.0} MiB",
+                median(&good) / 1e6,
+                median(&cpu),
+                rss as f64 / 1048576.0
+            );
+            continue;
+        }
         println!(
             "  median: weir {:.0} MB/s = {:.2}x one-datagram-per-syscall ({:.0} MB/s), {:.0}% of GSO/GRO ({:.0} MB/s); both daemons {:.2} CPU s/GB; receiver peak RSS {:.0} MiB",
             median(&good) / 1e6,

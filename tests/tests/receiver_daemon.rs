@@ -640,6 +640,51 @@ fn a_bundle_beyond_max_bundle_is_refused_with_the_limit_named() {
     assert!(s.staged("big_1.weir").is_none());
 }
 
+#[test]
+fn a_transfer_whose_blocks_overflow_its_memory_share_is_refused_with_the_remedy() {
+    let mut s = Setup::new("");
+    s.rx.start().unwrap();
+    // A sender set to interleave 64: reassembly must hold two groups of
+    // 64 blocks of 356 KiB (45 MiB), more than one of the default 4
+    // transfers' share of 96 MiB. Its descriptors alone are enough.
+    let digest = blake3::hash(b"a large transfer never sent in full");
+    let fec = FecParams::new(256, 64, 1424, 64).unwrap();
+    let desc = TransferDescriptor::new(
+        TransferId::from_digest(&digest),
+        BundleName::sanitise("wide.weir"),
+        64 << 20,
+        digest,
+        fec,
+    )
+    .unwrap();
+    let mut c = Chunker::new(
+        desc,
+        std::io::Cursor::new(Vec::<u8>::new()),
+        ChunkerConfig::default(),
+    );
+    let mut link = LinkEncoder::new(1, Integrity::Crc32c);
+    let mut grams = Vec::new();
+    for _ in 0..2 {
+        let mut out = Vec::new();
+        c.poll_transmit(&mut link, &mut out).unwrap().unwrap();
+        grams.push(out);
+    }
+    blast(s.addr, &grams);
+    let line = "weir_receiver_transfers_refused_total{reason=\"memory\"}";
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = s.rx.scrape().unwrap();
+        if text.contains(line) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(metric(&text, line), 1.0, "told once: {text}");
+    let log = s.rx.log_text();
+    assert_eq!(log.matches("raise limits.memory").count(), 1, "{log}");
+    assert!(log.contains("wide.weir"), "{log}");
+}
+
 /// A small tmpfs, unmounted on drop.
 struct Tmpfs(PathBuf);
 

@@ -588,18 +588,18 @@ impl Daemon {
         let size = ByteSize(d.size);
         match refusal {
             Refusal::TooLarge { limit } => {
-                self.metrics.refused("max_bundle");
                 warn!(transfer = %d.transfer, bundle = %d.name, %size, limit = %ByteSize(limit),
                     "transfer refused: the bundle is larger than limits.max_bundle; raise it to receive this bundle");
+                self.metrics.refused("max_bundle");
             }
             Refusal::BlocksTooBig { needed, share } => {
-                self.metrics.refused("memory");
                 warn!(transfer = %d.transfer, bundle = %d.name, %size,
                     needed = %ByteSize(needed), share = %ByteSize(share),
                     transfers = self.settings.transfers, memory = %ByteSize(self.settings.memory as u64),
                     "transfer refused: two interleave groups of its blocks need more than one transfer's share \
                      of limits.memory; raise limits.memory or lower limits.transfers (the sender's FEC \
                      settings make blocks this big)");
+                self.metrics.refused("memory");
             }
         }
     }

@@ -20,8 +20,9 @@
 //! Each pass starts with two descriptor frames, repeats the descriptor every
 //! `descriptor_every` frames, and ends with a descriptor and
 //! [`END_OF_PASS_REPEATS`] end-of-pass frames (a single one lost would hide
-//! the pass end from the receiver; it counts the repeats once). Pass 0 sends the data shards and parity `0..M`; every later pass
-//! sends `K + M` parity shards no earlier pass carried ([`FecParams::shard_at`]).
+//! the pass end from the receiver; it counts the repeats once). Pass 0
+//! sends the data shards and parity `0..M`; every later pass sends `K + M`
+//! parity shards no earlier pass carried ([`FecParams::shard_at`]).
 //! The bytes of a shard depend only on (file, block, shard), so a chunker
 //! restarted at any pass emits shards a receiver can merge with what it has.
 //!

@@ -27,14 +27,16 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-// Maps consulted for every frame use FxHash, measured 16% faster for the
-// whole reassembler than std's SipHash (BENCHMARKS.md). Fx offers no
-// defence against keys chosen to collide, so it serves only maps bounded
-// small: transfers in flight (`max_transfers`, at most 64) and per-block
-// and per-transfer sets bounded by the memory limit. The finished set
-// (thousands of ids, which anyone on the link can choose by grinding
-// digests) and the refusal log keep SipHash.
-use rustc_hash::{FxHashMap, FxHashSet};
+// Maps consulted for every frame use foldhash, measured faster for the
+// whole reassembler than std's SipHash (BENCHMARKS.md). Each map draws a
+// random seed, so keys that collide cannot be computed offline (block
+// indices come from whoever describes a transfer, and a descriptor of tiny
+// blocks allows millions of them); learning the seed takes observing the
+// receiver's hashing, and nothing comes back over a diode. It is not a
+// keyed MAC, though, so the finished set (thousands of ids from anyone on
+// the link) and the refusal log keep SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -178,8 +180,10 @@ pub enum Event {
         epoch: u64,
     },
     /// A transfer was turned away at its descriptor by this receiver's
-    /// limits; its frames are dropped (counted as `refused`). Told once a
-    /// minute per transfer while its descriptors keep coming.
+    /// limits: its descriptors are dropped (counted as `refused`), and its
+    /// shards wait in limbo as any undescribed transfer's would. Told at
+    /// most once a minute per transfer while its descriptors keep coming,
+    /// for up to 64 transfers a minute (past that, only counted).
     TransferRefused {
         /// The transfer.
         descriptor: TransferDescriptor,
@@ -208,7 +212,7 @@ pub enum Refusal {
 }
 
 /// How often a refusal of the same transfer is told again.
-const REFUSAL_REPEAT: Duration = Duration::from_secs(60);
+pub const REFUSAL_REPEAT: Duration = Duration::from_secs(60);
 /// Most refused transfers remembered, to tell each once a minute.
 const REFUSALS_REMEMBERED: usize = 64;
 
@@ -499,9 +503,11 @@ struct PendingBlock {
     /// Distinct shards known: in slots plus on disk.
     count: usize,
     /// Parity indices held, to drop repeats.
-    parity_seen: FxHashSet<u32>,
-    /// No slot below this one is free: slots only ever fill up until the
-    /// block is done, so the search for a free slot never goes back.
+    parity_seen: FastSet<u32>,
+    /// No slot below this one is free: slots only fill up until the block
+    /// is done, so the search for a free slot never goes back (except
+    /// after a failed reload, which frees the slots of data shards it
+    /// could not read back, and resets this to 0).
     free_from: usize,
     state: BlockState,
     /// For least-recently-used eviction.
@@ -513,17 +519,18 @@ struct PendingBlock {
 struct Transfer {
     desc: TransferDescriptor,
     done: Bits,
-    pending: FxHashMap<u32, PendingBlock>,
+    pending: FastMap<u32, PendingBlock>,
     /// Spilled blocks not currently pending: data shards on disk.
-    spilled: FxHashMap<u32, Bits>,
+    spilled: FastMap<u32, Bits>,
     /// Transfer digest over blocks `0..hashed`; `None` once given up.
     hasher: Option<Box<Digester>>,
     hashed: u32,
     /// Ready blocks waiting for the hash to reach them.
     unhashed: BTreeMap<u32, Bytes>,
     last_seen: Instant,
-    /// The last pass whose end was counted: the sender repeats the
-    /// end-of-pass frame, and the copies count once.
+    /// The pass whose end was counted last, until a shard of the transfer
+    /// arrives: the sender sends the end-of-pass frame several times in a
+    /// row, and the copies count once.
     pass_ended: Option<u32>,
 }
 
@@ -544,7 +551,7 @@ impl Transfer {
 #[derive(Debug)]
 pub struct Reassembler {
     config: ReassemblerConfig,
-    transfers: FxHashMap<TransferId, Transfer>,
+    transfers: FastMap<TransferId, Transfer>,
     finished: HashSet<TransferId>,
     finished_order: VecDeque<TransferId>,
     loss: LossMeter,
@@ -579,7 +586,7 @@ impl Reassembler {
     pub fn new(config: ReassemblerConfig) -> Self {
         Self {
             config,
-            transfers: FxHashMap::default(),
+            transfers: FastMap::default(),
             finished: HashSet::new(),
             finished_order: VecDeque::new(),
             loss: LossMeter::default(),
@@ -782,7 +789,7 @@ impl Reassembler {
         let blocks = state.descriptor.block_count as usize;
         let k = usize::from(state.descriptor.fec.data_shards());
         let done = Bits::from_words(state.done, blocks).ok_or(StateError::Inconsistent)?;
-        let mut spilled = FxHashMap::default();
+        let mut spilled = FastMap::default();
         for (b, words) in state.spilled {
             if b as usize >= blocks || done.get(b as usize) {
                 return Err(StateError::Inconsistent);
@@ -796,7 +803,7 @@ impl Reassembler {
             Transfer {
                 desc: state.descriptor,
                 done,
-                pending: FxHashMap::default(),
+                pending: FastMap::default(),
                 spilled,
                 hasher: fresh.then(Box::default),
                 hashed: 0,
@@ -1004,16 +1011,18 @@ impl Reassembler {
             }
             return;
         }
-        let needed = (desc.block_count as usize).min(2 * usize::from(desc.fec.interleave()));
+        let needed = (desc.block_count as usize)
+            .min(2 * usize::from(desc.fec.interleave()))
+            .max(1);
         let block_len = desc.fec.block_len();
         let allowed = self.blocks_allowed(block_len);
         let refusal = if desc.size > self.config.max_transfer_size {
             Some(Refusal::TooLarge {
                 limit: self.config.max_transfer_size,
             })
-        } else if allowed < needed.max(1) {
+        } else if allowed < needed {
             Some(Refusal::BlocksTooBig {
-                needed: (needed.max(1) * block_len) as u64,
+                needed: (needed * block_len) as u64,
                 share: (allowed * block_len) as u64,
             })
         } else {
@@ -1031,8 +1040,8 @@ impl Reassembler {
         let t = Transfer {
             done: Bits::new(desc.block_count as usize),
             desc: desc.clone(),
-            pending: FxHashMap::default(),
-            spilled: FxHashMap::default(),
+            pending: FastMap::default(),
+            spilled: FastMap::default(),
             hasher: self.config.hash_while_receiving.then(Box::default),
             hashed: 0,
             unhashed: BTreeMap::new(),
@@ -1115,6 +1124,10 @@ impl Reassembler {
             return;
         }
         t.last_seen = now;
+        // Shards between two end-of-pass frames: the second ends a new
+        // pass even if it carries the same number (a resend of that pass,
+        // or a sender resuming it after a restart).
+        t.pass_ended = None;
         if t.done.get(h.block as usize) {
             self.stats.dropped.redundant += 1;
             return;
@@ -1144,7 +1157,7 @@ impl Reassembler {
                 slots: vec![Slot::Empty; k],
                 on_disk,
                 count,
-                parity_seen: FxHashSet::default(),
+                parity_seen: FastSet::default(),
                 free_from: 0,
                 state: BlockState::Collecting,
                 last_touch: tick,
@@ -1584,41 +1597,119 @@ mod tests {
     fn each_pass_end_is_counted_once_whatever_its_repeats() {
         let bytes = data(5000);
         let desc = descriptor(&bytes, fec());
-        // Two passes; pass 0 loses every shard of block 0 (data and parity).
-        let mut grams = datagrams(&desc, &bytes, 2, 1);
-        let mut ends = 0;
-        let mut pass = 0;
-        grams.retain(|g| {
-            let f = decode_frame(g, &Integrity::Crc32c).unwrap();
-            if f.header.kind == FrameKind::EndOfPass {
-                ends += 1;
-                pass = EndOfPass::decode(f.payload).unwrap().pass + 1;
-            }
-            pass == 1
-                || !(matches!(f.header.kind, FrameKind::Data | FrameKind::Parity)
+        let pass_ends = |events: &[Event]| -> Vec<(u32, u32)> {
+            events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::PassEnded {
+                        pass,
+                        missing_blocks,
+                        ..
+                    } => Some((*pass, *missing_blocks)),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Two passes that both lose every shard of block 0.
+        let without_block_0 = |epoch| {
+            let mut grams = datagrams(&desc, &bytes, 2, epoch);
+            grams.retain(|g| {
+                let f = decode_frame(g, &Integrity::Crc32c).unwrap();
+                !(matches!(f.header.kind, FrameKind::Data | FrameKind::Parity)
                     && f.header.block == 0)
-        });
+            });
+            grams
+        };
+        let grams = without_block_0(1);
+        let ends = grams
+            .iter()
+            .filter(|g| {
+                decode_frame(g, &Integrity::Crc32c).unwrap().header.kind == FrameKind::EndOfPass
+            })
+            .count();
         assert_eq!(ends, 2 * crate::chunker::END_OF_PASS_REPEATS);
         let mut r = Reassembler::new(ReassemblerConfig::default());
         let mut file = vec![0; bytes.len()];
         let events = run(&mut r, Instant::now(), &grams, &mut file);
-        let passes: Vec<(u32, u32)> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::PassEnded {
-                    pass,
-                    missing_blocks,
-                    ..
-                } => Some((*pass, *missing_blocks)),
-                _ => None,
+        assert_eq!(pass_ends(&events), vec![(0, 1), (1, 1)]);
+        assert_eq!(r.stats().blocks_unrecovered_at_pass_end, 2);
+        assert_eq!(r.stats().dropped.duplicate, 0);
+        // Pass 1 sent again (a resend, or a sender restarted in it): its
+        // end, after its shards, is a new end, not a repeat of the last.
+        let mut ends_seen = 0;
+        let pass_1: Vec<Vec<u8>> = without_block_0(2)
+            .into_iter()
+            .filter(|g| {
+                let before = ends_seen < crate::chunker::END_OF_PASS_REPEATS;
+                if decode_frame(g, &Integrity::Crc32c).unwrap().header.kind == FrameKind::EndOfPass
+                {
+                    ends_seen += 1;
+                }
+                !before
             })
             .collect();
-        // Block 0 completes in pass 1, and the transfer with it: pass 1's
-        // end then belongs to a finished transfer.
-        assert_eq!(passes, vec![(0, 1)]);
-        assert_eq!(r.stats().blocks_unrecovered_at_pass_end, 1);
-        assert_eq!(file, bytes);
-        assert_eq!(r.stats().dropped.duplicate, 0);
+        let events = run(&mut r, Instant::now(), &pass_1, &mut file);
+        assert_eq!(pass_ends(&events), vec![(1, 1)]);
+    }
+
+    #[test]
+    fn parity_parks_in_slots_a_failed_reload_gives_back() {
+        let bytes = data(5000);
+        let desc = descriptor(&bytes, fec());
+        let block_len = desc.fec.block_len();
+        // Block 0's frames, by kind and index.
+        let grams = datagrams(&desc, &bytes, 2, 1);
+        let frame = |kind: FrameKind, index: u16| {
+            grams
+                .iter()
+                .find(|g| {
+                    let h = decode_frame(g, &Integrity::Crc32c).unwrap().header;
+                    h.kind == kind && h.block == 0 && h.shard == index
+                })
+                .unwrap()
+                .clone()
+        };
+        // A restart found data shards 0..4 of block 0 in the partial file.
+        let mut r = Reassembler::new(ReassemblerConfig::default());
+        let now = Instant::now();
+        let mut state = TransferState::new(desc.clone());
+        state.spilled.push((0, vec![0b1111]));
+        r.import_state(now, state).unwrap();
+        let mut file = vec![0; bytes.len()];
+        // Parity parks past the slots on disk; data 4 and 5 push it on.
+        let feed = |r: &mut Reassembler, grams: Vec<Vec<u8>>, file: &mut Vec<u8>| {
+            run(r, now, &grams, file)
+        };
+        let events = feed(
+            &mut r,
+            vec![
+                frame(FrameKind::Parity, 0),
+                frame(FrameKind::Parity, 1),
+                frame(FrameKind::Data, 4),
+                frame(FrameKind::Data, 5),
+            ],
+            &mut file,
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::ReloadBlock { block: 0, .. })),
+            "{events:?}"
+        );
+        // The partial file cannot be read: slots 0..4 are free again.
+        r.reload_failed(desc.transfer, 0);
+        feed(
+            &mut r,
+            vec![
+                frame(FrameKind::Parity, 2),
+                frame(FrameKind::Parity, 3),
+                frame(FrameKind::Data, 6),
+                frame(FrameKind::Data, 7),
+            ],
+            &mut file,
+        );
+        assert_eq!(&file[..block_len], &bytes[..block_len]);
+        assert_eq!(r.stats().dropped.redundant, 0);
     }
 
     #[test]

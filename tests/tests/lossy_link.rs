@@ -133,9 +133,7 @@ fn thirty_percent_loss_stays_pending_after_one_pass_and_completes_after_two() {
     let mut tx = MemSender::new(1, Integrity::Crc32c);
     let mut c = chunker(&desc, &bytes, two_passes());
     // Pass 0 only: stop once the chunker has moved on to pass 1.
-    tx.send_until(&mut c, &mut link, &mut rx, |t| {
-        t.kind == FrameKind::EndOfPass
-    });
+    tx.send_until(&mut c, &mut link, &mut rx, |t| t.pass_done);
     assert!(
         rx.outcomes.is_empty(),
         "nothing may complete (or be wrong) after pass 0"
@@ -356,9 +354,7 @@ fn a_receiver_restart_between_passes_resumes_from_saved_state() {
     let mut rx = MemReceiver::new(ReassemblerConfig::default());
     let mut tx = MemSender::new(1, Integrity::Crc32c);
     let mut c = chunker(&desc, &bytes, two_passes());
-    tx.send_until(&mut c, &mut link, &mut rx, |t| {
-        t.kind == FrameKind::EndOfPass
-    });
+    tx.send_until(&mut c, &mut link, &mut rx, |t| t.pass_done);
     // Graceful stop: spill, save state and the partial file.
     rx.reassembler.spill_all();
     rx.drain();

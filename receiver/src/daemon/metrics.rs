@@ -139,7 +139,9 @@ impl Metrics {
         );
         r.register(
             "transfers_refused",
-            "Transfers turned away by a limit (incoming_quota, reopen_queue, max_bundle, memory)",
+            "Transfers turned away by a limit (incoming_quota, max_bundle, memory: once a minute per \
+             transfer while it keeps coming; reopen_queue: each complete transfer sent back to be \
+             received afresh)",
             self.refused.clone(),
         );
         r.register(

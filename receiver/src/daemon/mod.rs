@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sd_notify::NotifyState;
 use tracing::{error, info, warn};
+use weir_protocol::reassembler::REFUSAL_REPEAT;
 use weir_protocol::{
     ByteSize, Event, Integrity, LinkKey, Reassembler, ReassemblerConfig, Refusal,
     TransferDescriptor, TransferId, TransferState,
@@ -480,15 +481,17 @@ impl Daemon {
                 let reserved = self.reserved();
                 if reserved.saturating_add(d.size) > self.settings.incoming_quota {
                     self.core.forget(id);
-                    self.metrics.refused("incoming_quota");
+                    // Told, and counted, as often as the core tells its own
+                    // refusals: once a minute per transfer.
                     let log = self
                         .refused
                         .get(&id)
-                        .is_none_or(|t| t.elapsed() > Duration::from_secs(60));
+                        .is_none_or(|t| t.elapsed() > REFUSAL_REPEAT);
                     if log {
                         warn!(transfer = %id, bundle = %d.name, bytes = d.size, reserved,
                             quota = self.settings.incoming_quota,
                             "incoming/ quota reached: transfer waits until others finish");
+                        self.metrics.refused("incoming_quota");
                         self.refused.insert(id, Instant::now());
                     }
                     return;
@@ -763,7 +766,7 @@ impl Daemon {
         }
         self.retry_reopen();
         self.refused
-            .retain(|_, t| now.saturating_duration_since(*t) < Duration::from_secs(60));
+            .retain(|_, t| now.saturating_duration_since(*t) < REFUSAL_REPEAT);
         if let Some(descriptors) = self.too_many.due(stats.dropped.too_many_transfers, now) {
             warn!(
                 limit = self.settings.transfers,

@@ -494,11 +494,13 @@ impl Publisher {
 }
 
 /// The name under which a rejected transfer goes into `quarantine/`: its
-/// id, unless an earlier reason under that id names another digest. The
-/// id is the first 64 bits of the transfer digest, so that takes a
-/// collision, which anyone on the link can grind for transfers of their
-/// own (2³² tries); both are then kept, this one under its full digest,
-/// and no reason ever sits beside another transfer's bytes.
+/// id, unless something under that id is not known to hold these bytes:
+/// an earlier reason naming another digest, or a bundle whose reason is
+/// gone (an operator removed it). The id is the first 64 bits of the
+/// transfer digest, so the first takes a collision, which anyone on the
+/// link can grind for transfers of their own (2³² tries). Both are then
+/// kept, this one under its full digest, and no reason ever sits beside
+/// another transfer's bytes.
 fn quarantine_stem(q: &std::path::Path, id: &str, digest: &str) -> String {
     #[derive(serde::Deserialize)]
     struct Earlier {
@@ -507,9 +509,14 @@ fn quarantine_stem(q: &std::path::Path, id: &str, digest: &str) -> String {
     let earlier = fs::read(q.join(format!("{id}.reason.json")))
         .ok()
         .and_then(|b| serde_json::from_slice::<Earlier>(&b).ok());
-    match earlier {
-        Some(e) if e.digest != digest => format!("{id}-{digest}"),
-        _ => id.to_string(),
+    let same = match earlier {
+        Some(e) => e.digest == digest,
+        None => !q.join(format!("{id}.weir")).exists(),
+    };
+    if same {
+        id.to_string()
+    } else {
+        format!("{id}-{digest}")
     }
 }
 
@@ -560,5 +567,10 @@ mod tests {
         assert_eq!(quarantine_stem(q.path(), id, "d1"), id);
         // Other bytes under the same id: kept apart, under the digest.
         assert_eq!(quarantine_stem(q.path(), id, "d2"), format!("{id}-d2"));
+        // A bundle whose reason an operator removed: its digest is
+        // unknown, so nothing goes beside it.
+        std::fs::remove_file(q.path().join(format!("{id}.reason.json"))).unwrap();
+        std::fs::write(q.path().join(format!("{id}.weir")), b"old").unwrap();
+        assert_eq!(quarantine_stem(q.path(), id, "d1"), format!("{id}-d1"));
     }
 }

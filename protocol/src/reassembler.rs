@@ -26,17 +26,6 @@
 //! one bit per data shard.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-
-// Maps consulted for every frame use foldhash, measured faster for the
-// whole reassembler than std's SipHash (BENCHMARKS.md). Each map draws a
-// random seed, so keys that collide cannot be computed offline (block
-// indices come from whoever describes a transfer, and a descriptor of tiny
-// blocks allows millions of them); learning the seed takes observing the
-// receiver's hashing, and nothing comes back over a diode. It is not a
-// keyed MAC, though, so the finished set (thousands of ids from anyone on
-// the link) and the refusal log keep SipHash.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -49,6 +38,17 @@ use crate::digest::Digester;
 use crate::fec::{BlockDecoder, Slot};
 use crate::loss::{LossMeter, LossStats, SeqVerdict};
 use crate::wire::{DecodeError, FrameKind, FrameRef, HEADER_LEN, Header, Integrity, decode_frame};
+
+// Maps consulted for every frame use foldhash, measured faster for the
+// whole reassembler than std's SipHash (BENCHMARKS.md). Each map draws a
+// random seed, so keys that collide cannot be computed offline (block
+// indices come from whoever describes a transfer, and a descriptor of tiny
+// blocks allows millions of them); learning the seed takes observing the
+// receiver's hashing, and nothing comes back over a diode. It is not a
+// keyed MAC, though, so the finished set (thousands of ids from anyone on
+// the link) and the refusal log keep SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// Limits and keys of a reassembler, fixed at start.
 #[derive(Debug, Clone)]
@@ -215,6 +215,35 @@ pub enum Refusal {
 pub const REFUSAL_REPEAT: Duration = Duration::from_secs(60);
 /// Most refused transfers remembered, to tell each once a minute.
 const REFUSALS_REMEMBERED: usize = 64;
+
+/// Which transfers were lately told refused, so that a refusal repeated
+/// with every descriptor is told at most once per [`REFUSAL_REPEAT`] for
+/// each transfer. At most 64 transfers are remembered: anyone on the link
+/// can describe transfers by the thousand, and past the bound refusals go
+/// untold (only counted) until older ones age out.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    told: HashMap<TransferId, Instant>,
+}
+
+impl RefusalLog {
+    /// True if a refusal of `id` is to be told now; it is then remembered
+    /// as told.
+    pub fn tell(&mut self, id: TransferId, now: Instant) -> bool {
+        self.told
+            .retain(|_, at| now.saturating_duration_since(*at) < REFUSAL_REPEAT);
+        if self.told.contains_key(&id) || self.told.len() >= REFUSALS_REMEMBERED {
+            return false;
+        }
+        self.told.insert(id, now);
+        true
+    }
+
+    /// Forgets `id`: it was taken after all, and a later refusal is news.
+    pub fn forget(&mut self, id: TransferId) {
+        self.told.remove(&id);
+    }
+}
 
 /// Data shards of an incomplete block, for the driver to keep on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -570,8 +599,8 @@ pub struct Reassembler {
     /// block. At most [`SPARE_BUFFERS`] and [`SPARE_BYTES`], and only while
     /// they fit in `max_memory` beside `memory`.
     spare: Vec<BytesMut>,
-    /// Transfers refused lately, with when that was told.
-    refused: HashMap<TransferId, Instant>,
+    /// Transfers lately told refused.
+    refused: RefusalLog,
 }
 
 /// Most block buffers kept for reuse: blocks start and finish a whole
@@ -598,7 +627,7 @@ impl Reassembler {
             limbo_bytes: 0,
             tick: 0,
             spare: Vec::new(),
-            refused: HashMap::new(),
+            refused: RefusalLog::default(),
         }
     }
 
@@ -1058,13 +1087,9 @@ impl Reassembler {
     /// Emits [`Event::TransferRefused`] unless this transfer's refusal was
     /// told within the last minute.
     fn tell_refusal(&mut self, now: Instant, descriptor: TransferDescriptor, refusal: Refusal) {
-        let id = descriptor.transfer;
-        self.refused
-            .retain(|_, at| now.saturating_duration_since(*at) < REFUSAL_REPEAT);
-        if self.refused.contains_key(&id) || self.refused.len() >= REFUSALS_REMEMBERED {
+        if !self.refused.tell(descriptor.transfer, now) {
             return;
         }
-        self.refused.insert(id, now);
         self.events.push_back(Event::TransferRefused {
             descriptor,
             refusal,
@@ -1677,12 +1702,10 @@ mod tests {
         r.import_state(now, state).unwrap();
         let mut file = vec![0; bytes.len()];
         // Parity parks past the slots on disk; data 4 and 5 push it on.
-        let feed = |r: &mut Reassembler, grams: Vec<Vec<u8>>, file: &mut Vec<u8>| {
-            run(r, now, &grams, file)
-        };
-        let events = feed(
+        let events = run(
             &mut r,
-            vec![
+            now,
+            &[
                 frame(FrameKind::Parity, 0),
                 frame(FrameKind::Parity, 1),
                 frame(FrameKind::Data, 4),
@@ -1698,9 +1721,10 @@ mod tests {
         );
         // The partial file cannot be read: slots 0..4 are free again.
         r.reload_failed(desc.transfer, 0);
-        feed(
+        run(
             &mut r,
-            vec![
+            now,
+            &[
                 frame(FrameKind::Parity, 2),
                 frame(FrameKind::Parity, 3),
                 frame(FrameKind::Data, 6),
@@ -1976,6 +2000,22 @@ mod tests {
                 share: 1000 / block * block,
             }]
         );
+    }
+
+    #[test]
+    fn the_refusal_log_is_bounded_and_forgets_what_was_taken() {
+        let mut log = RefusalLog::default();
+        let t0 = Instant::now();
+        for id in 0..REFUSALS_REMEMBERED as u64 {
+            assert!(log.tell(TransferId(id), t0));
+        }
+        // Full: a new transfer goes untold until the others age out.
+        assert!(!log.tell(TransferId(1000), t0));
+        assert!(!log.tell(TransferId(0), t0 + Duration::from_secs(59)));
+        assert!(log.tell(TransferId(1000), t0 + REFUSAL_REPEAT));
+        // Taken after all: its next refusal is news at once.
+        log.forget(TransferId(1000));
+        assert!(log.tell(TransferId(1000), t0 + REFUSAL_REPEAT));
     }
 
     #[test]

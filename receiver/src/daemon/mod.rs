@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sd_notify::NotifyState;
 use tracing::{error, info, warn};
-use weir_protocol::reassembler::REFUSAL_REPEAT;
+use weir_protocol::reassembler::RefusalLog;
 use weir_protocol::{
     ByteSize, Event, Integrity, LinkKey, Reassembler, ReassemblerConfig, Refusal,
     TransferDescriptor, TransferId, TransferState,
@@ -114,8 +114,8 @@ struct Daemon {
     publishing: std::collections::HashSet<TransferId>,
     /// Publications to retry, with when.
     deferred: Vec<(Instant, PublishJob)>,
-    /// Transfers turned away, with when it was last logged.
-    refused: HashMap<TransferId, Instant>,
+    /// Transfers lately told turned away by the `incoming/` quota.
+    refused: RefusalLog,
     recent: VecDeque<Outcome>,
     stall: Duration,
     kernel_drops: u64,
@@ -276,7 +276,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         reopen: VecDeque::new(),
         publishing: std::collections::HashSet::new(),
         deferred: Vec::new(),
-        refused: HashMap::new(),
+        refused: RefusalLog::default(),
         recent: VecDeque::new(),
         stall: Duration::ZERO,
         kernel_drops: 0,
@@ -481,22 +481,17 @@ impl Daemon {
                 let reserved = self.reserved();
                 if reserved.saturating_add(d.size) > self.settings.incoming_quota {
                     self.core.forget(id);
-                    // Told, and counted, as often as the core tells its own
-                    // refusals: once a minute per transfer.
-                    let log = self
-                        .refused
-                        .get(&id)
-                        .is_none_or(|t| t.elapsed() > REFUSAL_REPEAT);
-                    if log {
+                    // Told, and counted, as the core tells its own refusals:
+                    // once a minute per transfer.
+                    if self.refused.tell(id, Instant::now()) {
                         warn!(transfer = %id, bundle = %d.name, bytes = d.size, reserved,
                             quota = self.settings.incoming_quota,
                             "incoming/ quota reached: transfer waits until others finish");
                         self.metrics.refused("incoming_quota");
-                        self.refused.insert(id, Instant::now());
                     }
                     return;
                 }
-                self.refused.remove(&id);
+                self.refused.forget(id);
                 self.reserved.insert(id, d.size);
                 self.tracks.insert(id, d.clone());
                 self.send(Job::Start(d));
@@ -765,8 +760,6 @@ impl Daemon {
             }
         }
         self.retry_reopen();
-        self.refused
-            .retain(|_, t| now.saturating_duration_since(*t) < REFUSAL_REPEAT);
         if let Some(descriptors) = self.too_many.due(stats.dropped.too_many_transfers, now) {
             warn!(
                 limit = self.settings.transfers,

@@ -489,13 +489,19 @@ impl Writer {
             }
             return;
         }
-        let Some(Job::Block {
-            transfer, offset, ..
-        }) = run.first()
-        else {
-            return;
+        let (transfer, offset) = match run.first() {
+            Some(Job::Block {
+                transfer, offset, ..
+            }) => (*transfer, *offset),
+            // Runs start with a block (`starts_run`); anything else is
+            // handled job by job, never dropped.
+            _ => {
+                for job in run {
+                    self.handle(job);
+                }
+                return;
+            }
         };
-        let (transfer, offset) = (*transfer, *offset);
         let written = self
             .parts
             .get(&transfer)

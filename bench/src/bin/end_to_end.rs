@@ -25,7 +25,9 @@
 //! target/release/end_to_end            # 1 GiB, MTU 1500 and 9000, 3 runs each
 //! WEIR_BENCH_SIZE=4GiB WEIR_BENCH_MTUS=9000 WEIR_BENCH_RUNS=1 target/release/end_to_end
 //! ```
-//! Rates: `WEIR_BENCH_RATE_1500`, `WEIR_BENCH_RATE_9000` (the sender's pacing).
+//! Rates: `WEIR_BENCH_RATE_1500`, `WEIR_BENCH_RATE_9000` (the sender's
+//! pacing, 10 Gbit/s unless set; the header of each set gives the goodput
+//! it allows at most).
 //! `WEIR_BENCH_DIR` is where the bundle and both spools live (`/var/tmp`,
 //! a disk; `/dev/shm` takes the disk out of the measurement).
 //! `WEIR_BENCH_PERF=file` records a `perf` profile of both daemons from the
@@ -40,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use weir_bench::{cpu_seconds, gro_receive, median, peak_rss};
-use weir_protocol::{ByteSize, Mtu};
+use weir_protocol::{ByteSize, Mtu, Rate};
 use weir_sender::udp::UdpLink;
 use weir_tests::daemons::{ReceiverProc, free_udp_addr, sender_config, terminate, wait_for};
 
@@ -329,6 +331,12 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
     })
 }
 
+/// The sender's pacing unless `WEIR_BENCH_RATE_<MTU>` says otherwise: fast
+/// enough not to cap goodput on this machine (at 7 Gbit/s the pacing alone
+/// held MTU 1500 to 677 MB/s of bundle), slow enough for the receiver's
+/// disk (at 12 Gbit/s and above, some runs stalled on it and lost frames).
+const DEFAULT_RATE: &str = "10Gbit";
+
 fn make_bundle(bins: &Bins, dir: &Path, size: u64) -> anyhow::Result<PathBuf> {
     let key = dir.join("bench");
     let ok = Command::new(&bins.sender)
@@ -365,6 +373,10 @@ fn make_bundle(bins: &Bins, dir: &Path, size: u64) -> anyhow::Result<PathBuf> {
         bail!("bundle create failed");
     }
     std::fs::remove_file(&artifact)?;
+    // On disk before the runs: otherwise the kernel writes the new bundle
+    // back half a minute later, in the middle of a run, competing with the
+    // receiver's writes.
+    std::fs::File::open(&bundle)?.sync_all()?;
     Ok(bundle)
 }
 
@@ -429,17 +441,25 @@ fn main() -> anyhow::Result<()> {
     for mtu in mtus {
         let mtu = Mtu::new(mtu).map_err(|e| anyhow::anyhow!("{e}"))?;
         let datagram = mtu.max_datagram(false);
-        let rate = env_or(
-            &format!("WEIR_BENCH_RATE_{}", mtu.get()),
-            if mtu.get() >= 9000 { "8Gbit" } else { "7Gbit" },
-        );
+        let rate = env_or(&format!("WEIR_BENCH_RATE_{}", mtu.get()), DEFAULT_RATE);
         let shard = weir_protocol::LinkEncoder::new(0, weir_protocol::Integrity::Crc32c)
             .shard_size_for(datagram)
             .context("no room for a shard")?;
+        // The most bundle bytes per second the pacing lets through: the
+        // rate, less frame overhead and the 20% parity.
+        let cap = rate
+            .parse::<Rate>()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .bytes_per_sec()
+            * shard as f64
+            / datagram as f64
+            * 256.0
+            / 320.0;
         println!(
-            "\nMTU {} ({datagram}-byte datagrams, {shard}-byte shards, interleave {}), sender paced at {rate}:",
+            "\nMTU {} ({datagram}-byte datagrams, {shard}-byte shards, interleave {}), sender paced at {rate} (at most {:.0} MB/s of bundle):",
             mtu.get(),
             weir_protocol::FecParams::auto_interleave(256, shard),
+            cap / 1e6,
         );
         let (mut plain, mut gso, mut weir) = (Vec::new(), Vec::new(), Vec::new());
         let weir_only = std::env::var_os("WEIR_BENCH_WEIR_ONLY").is_some();

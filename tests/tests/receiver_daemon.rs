@@ -11,7 +11,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use weir_protocol::{
@@ -761,6 +761,137 @@ fn a_full_disk_keeps_the_transfer_pending_and_it_completes_once_space_returns() 
     assert!(metric(&text, "weir_receiver_disk_errors_total") > 0.0);
     assert_eq!(rx.stop().unwrap().code(), Some(0));
     drop(fs);
+}
+
+/// An ext4 filesystem in a file, loop-mounted, that can be frozen (every
+/// write to it waits until it is thawed): a disk that stops for a while.
+/// Thawed and unmounted on drop.
+struct FreezableFs(PathBuf);
+
+impl FreezableFs {
+    fn mount(image: &Path, at: PathBuf, size_mib: u64) -> Option<Self> {
+        std::fs::create_dir_all(&at).unwrap();
+        let f = std::fs::File::create(image).unwrap();
+        f.set_len(size_mib << 20).unwrap();
+        let run = |cmd: &mut Command| cmd.status().is_ok_and(|s| s.success());
+        let ok = run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(image))
+            && run(Command::new("mount").args(["-o", "loop"]).arg(image).arg(&at));
+        ok.then_some(Self(at))
+    }
+
+    fn freeze(&self, frozen: bool) {
+        let flag = if frozen { "-f" } else { "-u" };
+        let ok = Command::new("fsfreeze")
+            .arg(flag)
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "fsfreeze {flag} failed");
+    }
+}
+
+impl Drop for FreezableFs {
+    fn drop(&mut self) {
+        // Thawed already unless the test failed midway.
+        let _ = Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&self.0)
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Sends a bundle of `kib` KiB at `rate` to a receiver whose spool disk
+/// stops for `stop` once the transfer has begun; checks that the bundle
+/// still arrives whole and returns the receiver's log and how long its
+/// receive loop waited for the disk.
+fn send_while_the_disk_stops(rate: &str, kib: u64, stop: Duration) -> (String, f64) {
+    let mut s = Setup::new("");
+    // The spool (only) on a filesystem that can be frozen; the log stays
+    // outside it. Needs root, as CI has.
+    let rx_dir = s.dir.path().join("rx");
+    let Some(fs) = FreezableFs::mount(&s.dir.path().join("disk.img"), rx_dir.join("rx-spool"), 256)
+    else {
+        panic!("making a loop-mounted ext4 failed: this test needs root (CI runs as root)");
+    };
+    // A small write queue: the receive loop waits soon after the disk stops.
+    s.rx = ReceiverProc::configure(
+        &weir_tests::bin::path("weir-receiver"),
+        &rx_dir,
+        s.addr,
+        &s.trust,
+        "",
+        "[limits]\nwrite_queue = \"1MiB\"\n",
+    )
+    .unwrap();
+    s.rx.start().unwrap();
+    let (path, bytes) = s.bundle("stalled", kib, 12);
+    let config = s.sender_config(rate, 3);
+    let sender = std::thread::spawn(move || {
+        Command::new(weir_tests::bin::path("weir-sender"))
+            .args(["send", "--config"])
+            .arg(&config)
+            .arg(&path)
+            .env("WEIR_SENDER_TRANSFER__PASS_PAUSE", "1s")
+            // Blocks complete one after another, not a group at a time:
+            // the receiver wants the disk all along.
+            .env("WEIR_SENDER_FEC__INTERLEAVE", "1")
+            .output()
+            .unwrap()
+    });
+    let rx = &mut s.rx;
+    let incoming = rx.spool.join("incoming");
+    wait_for("the partial file", Duration::from_secs(30), || {
+        std::fs::read_dir(&incoming).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", rx.log_text()));
+    fs.freeze(true);
+    std::thread::sleep(stop);
+    fs.freeze(false);
+    let staged = rx.spool.join("staging").join("stalled_1.weir");
+    wait_for("the bundle", Duration::from_secs(60), || staged.exists())
+        .unwrap_or_else(|e| panic!("{e}\n{}", rx.log_text()));
+    assert!(std::fs::read(&staged).unwrap() == bytes, "content differs");
+    let out = sender.join().unwrap();
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(1200));
+    let text = rx.scrape().unwrap();
+    let stalled = metric(&text, "weir_receiver_receive_stall_seconds_total");
+    assert_eq!(rx.stop().unwrap().code(), Some(0));
+    let log = rx.log_text();
+    drop(fs);
+    (log, stalled)
+}
+
+#[test]
+fn a_disk_that_stops_is_named_as_the_cause_of_the_drops_and_a_later_pass_completes() {
+    // 48 MiB at 400 Mbit/s: the disk stops for most of the first pass, far
+    // longer than the socket buffer holds.
+    let (log, stalled) = send_while_the_disk_stops("400Mbit", 48 * 1024, Duration::from_millis(1500));
+    assert!(stalled >= 1.0, "the loop waited {stalled} s: {log}");
+    assert!(
+        log.contains("the kernel dropped datagrams while receiving waited for the spool disk"),
+        "the drops are put down to the disk: {log}"
+    );
+    assert!(log.contains("link.rate"), "the remedy is named: {log}");
+}
+
+#[test]
+fn a_short_disk_stop_the_socket_buffer_absorbs_is_told_as_a_wait_without_loss() {
+    // 40 Mbit/s: a 0.5 s stop brings 2.5 MB, which the socket buffer
+    // (4 MiB where the kernel caps it) holds; blocks (365 KB) complete every
+    // 73 ms, so the 1 MiB write queue is full well before the disk returns.
+    let (log, stalled) = send_while_the_disk_stops("40Mbit", 6 * 1024, Duration::from_millis(500));
+    assert!(stalled >= 0.1, "the loop waited {stalled} s: {log}");
+    assert!(
+        log.contains("receiving waited for the spool disk") && log.contains("nothing was lost"),
+        "the wait is told: {log}"
+    );
+    assert!(!log.contains("the kernel dropped datagrams"), "{log}");
 }
 
 /// The descriptor the sender makes for `bytes` at MTU 1500.

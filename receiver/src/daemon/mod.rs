@@ -118,6 +118,10 @@ struct Daemon {
     refused: RefusalLog,
     recent: VecDeque<Outcome>,
     stall: Duration,
+    /// `stall` at the last tick: what the loop waited since.
+    stall_seen: Duration,
+    /// Waits for the disk that lost nothing, told at most once a minute.
+    disk_waits: Throttled,
     kernel_drops: u64,
     published: u64,
     metrics_addr: Option<std::net::SocketAddr>,
@@ -129,6 +133,9 @@ struct Daemon {
     /// a receiver of different releases on one link.
     foreign_version: Throttled,
 }
+
+/// Waits for the disk shorter than this, with nothing lost, go untold.
+const DISK_WAIT_TOLD: Duration = Duration::from_millis(100);
 
 /// A counter whose growth is logged at most once a minute.
 #[derive(Debug, Default)]
@@ -279,6 +286,8 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         refused: RefusalLog::default(),
         recent: VecDeque::new(),
         stall: Duration::ZERO,
+        stall_seen: Duration::ZERO,
+        disk_waits: Throttled::default(),
         kernel_drops: 0,
         published: 0,
         metrics_addr,
@@ -737,15 +746,46 @@ impl Daemon {
                 LinkState::Waiting => {}
             }
         }
-        if let Some(drops) = self.listener.kernel_drops()
-            && drops > self.kernel_drops
+        // What the receive loop waited for the writer since the last tick:
+        // the disk is what fell behind, whatever the kernel dropped then.
+        let waited = self.stall.saturating_sub(self.stall_seen);
+        self.stall_seen = self.stall;
+        let dropped = self
+            .listener
+            .kernel_drops()
+            .filter(|d| *d > self.kernel_drops);
+        if let Some(drops) = dropped {
+            if waited.is_zero() {
+                warn!(
+                    new = drops - self.kernel_drops,
+                    total = drops,
+                    "the kernel dropped datagrams: the socket buffer was full"
+                );
+            } else {
+                warn!(
+                    new = drops - self.kernel_drops,
+                    total = drops,
+                    waited_for_disk = format!("{:.2}s", waited.as_secs_f64()),
+                    write_queue = %ByteSize(self.settings.write_queue as u64),
+                    "the kernel dropped datagrams while receiving waited for the spool disk: \
+                     it writes slower than the link delivers. Lower the sender's link.rate \
+                     below the disk's write speed or give the spool a faster disk; \
+                     a later pass brings what was lost"
+                );
+            }
+            self.kernel_drops = drops;
+        } else if waited >= DISK_WAIT_TOLD
+            && self
+                .disk_waits
+                .due(self.stall.as_millis() as u64, now)
+                .is_some()
         {
             warn!(
-                new = drops - self.kernel_drops,
-                total = drops,
-                "the kernel dropped datagrams: the socket buffer was full"
+                waited_for_disk = format!("{:.2}s", waited.as_secs_f64()),
+                write_queue = %ByteSize(self.settings.write_queue as u64),
+                "receiving waited for the spool disk (the write queue was full); \
+                 nothing was lost: the socket buffer held what arrived meanwhile"
             );
-            self.kernel_drops = drops;
         }
         let due: Vec<PublishJob> = {
             let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)

@@ -775,7 +775,10 @@ impl FreezableFs {
         f.set_len(size_mib << 20).unwrap();
         let run = |cmd: &mut Command| cmd.status().is_ok_and(|s| s.success());
         let ok = run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(image))
-            && run(Command::new("mount").args(["-o", "loop"]).arg(image).arg(&at));
+            && run(Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(image)
+                .arg(&at));
         ok.then_some(Self(at))
     }
 
@@ -871,7 +874,8 @@ fn send_while_the_disk_stops(rate: &str, kib: u64, stop: Duration) -> (String, f
 fn a_disk_that_stops_is_named_as_the_cause_of_the_drops_and_a_later_pass_completes() {
     // 48 MiB at 400 Mbit/s: the disk stops for most of the first pass, far
     // longer than the socket buffer holds.
-    let (log, stalled) = send_while_the_disk_stops("400Mbit", 48 * 1024, Duration::from_millis(1500));
+    let (log, stalled) =
+        send_while_the_disk_stops("400Mbit", 48 * 1024, Duration::from_millis(1500));
     assert!(stalled >= 1.0, "the loop waited {stalled} s: {log}");
     assert!(
         log.contains("the kernel dropped datagrams while receiving waited for the spool disk"),

@@ -22,6 +22,7 @@ use std::fs::OpenOptions;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -42,24 +43,78 @@ struct Mark {
     cancelled: bool,
     /// Blocks the writer just wrote at the front of the written prefix,
     /// by offset, handed over in memory so that the verifier need not read
-    /// them back from disk. Bounded by [`HANDOFF_BYTES`].
+    /// them back from disk. Bounded, with every other verifier's, by
+    /// [`HANDOFF_BYTES`].
     handoff: std::collections::VecDeque<(u64, Bytes)>,
     /// Bytes in `handoff`.
     handoff_bytes: usize,
 }
 
-/// Most bytes of blocks held for a verifier; beyond, it reads the disk.
-/// Outside the reassembly budget: a few blocks per transfer.
-const HANDOFF_BYTES: usize = 8 << 20;
+/// Most bytes of written blocks all verifiers together hold in memory;
+/// beyond, a verifier reads its blocks back from disk. Outside the
+/// reassembly budget (`limits.memory`). Measured in session 6 at MTU 9000
+/// (blocks of 2.2 MiB): with 8 MiB per verifier, one that fell a group
+/// behind read the rest back from a disk the writer was busy with, and
+/// publication came 0.2-0.5 s after the last block; with 32 MiB it comes
+/// at once (goodput 802 -> 963 MB/s, medians of five alternated pairs).
+pub const HANDOFF_BYTES: usize = 32 << 20;
+
+/// The bytes of handed-over blocks all verifiers hold, bounded by
+/// [`HANDOFF_BYTES`]; one per receiver, shared by its verifiers.
+#[derive(Debug, Clone, Default)]
+pub struct Handoffs(Arc<AtomicUsize>);
+
+impl Handoffs {
+    /// Reserves `n` bytes; false when the budget cannot hold them.
+    fn take(&self, n: usize) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|t| *t <= HANDOFF_BYTES)
+            })
+            .is_ok()
+    }
+
+    /// Gives back `n` reserved bytes.
+    fn give(&self, n: usize) {
+        self.0.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
 
 /// Shared between the writer (which advances it) and the verifier.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Progress {
     mark: Mutex<Mark>,
     moved: Condvar,
+    /// The receiver's budget for handed-over blocks.
+    budget: Handoffs,
+}
+
+impl Drop for Progress {
+    /// Blocks still handed over when both ends are gone go back to the
+    /// budget.
+    fn drop(&mut self) {
+        if let Ok(m) = self.mark.get_mut() {
+            self.budget.give(m.handoff_bytes);
+        }
+    }
 }
 
 impl Progress {
+    /// Progress of a verifier whose handed-over blocks count against
+    /// `budget`.
+    fn new(budget: Handoffs) -> Self {
+        Self {
+            mark: Mutex::default(),
+            moved: Condvar::new(),
+            budget,
+        }
+    }
+
     /// The first `ready` bytes are written.
     pub fn advance(&self, ready: u64) {
         if let Ok(mut m) = self.mark.lock()
@@ -74,7 +129,8 @@ impl Progress {
     /// the written prefix), before the matching [`Progress::advance`].
     pub fn hand_over(&self, offset: u64, data: Bytes) {
         if let Ok(mut m) = self.mark.lock()
-            && m.handoff_bytes + data.len() <= HANDOFF_BYTES
+            && !m.cancelled
+            && self.budget.take(data.len())
         {
             m.handoff_bytes += data.len();
             m.handoff.push_back((offset, data));
@@ -122,9 +178,10 @@ impl Verifier {
         size: u64,
         trust: Arc<TrustStore>,
         recycle: Option<Recycle>,
+        budget: Handoffs,
     ) -> io::Result<Self> {
         let file = File::open(path)?;
-        let progress = Arc::new(Progress::default());
+        let progress = Arc::new(Progress::new(budget));
         let reader = Trailing {
             file,
             direct: direct_reader(path),
@@ -233,15 +290,15 @@ impl Trailing {
         // Take the block handed over for this offset, if any; drop older
         // ones (read from disk instead when the hand-over was full).
         while let Some((offset, data)) = m.handoff.pop_front() {
+            if offset > self.pos {
+                m.handoff.push_front((offset, data));
+                break;
+            }
             m.handoff_bytes -= data.len();
+            self.progress.budget.give(data.len());
             if offset == self.pos {
                 self.current = data.clone();
                 self.whole = Some(data);
-                break;
-            }
-            if offset > self.pos {
-                m.handoff_bytes += data.len();
-                m.handoff.push_front((offset, data));
                 break;
             }
         }
@@ -340,7 +397,14 @@ mod tests {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
         std::fs::write(&path, vec![0u8; data.len()]).unwrap();
         let trust = Arc::new(TrustStore::default());
-        let v = Verifier::spawn(&path, data.len() as u64, trust.clone(), None).unwrap();
+        let v = Verifier::spawn(
+            &path,
+            data.len() as u64,
+            trust.clone(),
+            None,
+            Handoffs::default(),
+        )
+        .unwrap();
         // Written in two steps; the reader must see the final bytes only.
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.write_all_at(&data[..4096 * 300], 0).unwrap();
@@ -356,10 +420,61 @@ mod tests {
         // Not a bundle: rejected, but the hash is still over every byte.
         assert!(found.verdict.is_err());
 
-        let mut v = Verifier::spawn(&path, data.len() as u64, trust, None).unwrap();
+        let mut v =
+            Verifier::spawn(&path, data.len() as u64, trust, None, Handoffs::default()).unwrap();
         let t = v.thread.take().unwrap();
         drop(v);
         // Dropped unfinished: the thread stops instead of waiting forever.
         assert!(t.join().unwrap().is_err());
+    }
+
+    #[test]
+    fn handed_over_blocks_share_one_budget_and_go_back_to_it() {
+        let budget = Handoffs::default();
+        let a = Arc::new(Progress::new(budget.clone()));
+        let b = Arc::new(Progress::new(budget.clone()));
+        let block = Bytes::from(vec![7u8; HANDOFF_BYTES / 4]);
+        for i in 0..3 {
+            a.hand_over(i * block.len() as u64, block.clone());
+        }
+        b.hand_over(0, block.clone());
+        assert_eq!(budget.held(), HANDOFF_BYTES);
+        // Full: a fifth block, whichever verifier it is for, is read back
+        // from disk instead.
+        a.hand_over(3 * block.len() as u64, block.clone());
+        b.hand_over(block.len() as u64, block.clone());
+        assert_eq!(budget.held(), HANDOFF_BYTES);
+        assert_eq!(a.mark.lock().unwrap().handoff.len(), 3);
+        // A reader past the first block takes the second, drops the first
+        // (read from disk meanwhile) and gives both back.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part");
+        std::fs::write(&path, vec![0u8; 4 * block.len()]).unwrap();
+        let mut reader = Trailing {
+            file: File::open(&path).unwrap(),
+            direct: None,
+            buf: vec![0; CHUNK + ALIGN as usize],
+            have: 0..0,
+            current: Bytes::new(),
+            whole: None,
+            recycle: None,
+            pos: block.len() as u64,
+            size: 4 * block.len() as u64,
+            progress: a.clone(),
+        };
+        a.advance(4 * block.len() as u64);
+        reader.wait_ready().unwrap();
+        assert_eq!(reader.current.len(), block.len());
+        assert_eq!(budget.held(), HANDOFF_BYTES / 2);
+        // A cancelled verifier takes no more, and what it held goes back
+        // once both its ends are gone.
+        a.cancel();
+        a.hand_over(3 * block.len() as u64, block.clone());
+        assert_eq!(budget.held(), HANDOFF_BYTES / 2);
+        drop(reader);
+        drop(a);
+        assert_eq!(budget.held(), HANDOFF_BYTES / 4);
+        drop(b);
+        assert_eq!(budget.held(), 0);
     }
 }

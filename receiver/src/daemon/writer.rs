@@ -34,7 +34,7 @@ use super::Shared;
 use super::direct::{self, ALIGN, Bounce, round_up};
 use super::publish::PublishJob;
 use super::recycle::Recycle;
-use super::streaming::Verifier;
+use super::streaming::{Handoffs, Verifier};
 use crate::spool::{Spool, keep_newest_reports, prepare_atomic, sync_dir, write_atomic};
 
 /// Most blocks written with one request.
@@ -331,6 +331,8 @@ pub struct Writer {
     checkpoints: Option<std::sync::mpsc::SyncSender<Checkpoint>>,
     /// Where written blocks' buffers go back for reuse.
     recycle: Option<Recycle>,
+    /// What the verifiers hold of blocks handed to them in memory.
+    handoffs: Handoffs,
 }
 
 impl Writer {
@@ -360,6 +362,7 @@ impl Writer {
             live: Live::default(),
             checkpoints: None,
             recycle: None,
+            handoffs: Handoffs::default(),
         }
     }
 
@@ -453,6 +456,7 @@ impl Writer {
             d.size,
             self.trust.current(),
             self.recycle.clone(),
+            self.handoffs.clone(),
         ) {
             Ok(v) => Some(v),
             Err(e) => {

@@ -26,8 +26,8 @@
 //! WEIR_BENCH_SIZE=4GiB WEIR_BENCH_MTUS=9000 WEIR_BENCH_RUNS=1 target/release/end_to_end
 //! ```
 //! Rates: `WEIR_BENCH_RATE_1500`, `WEIR_BENCH_RATE_9000` (the sender's
-//! pacing, 10 Gbit/s unless set; the header of each set gives the goodput
-//! it allows at most).
+//! pacing, 12 and 16 Gbit/s unless set; the header of each set gives the
+//! goodput it allows at most).
 //! `WEIR_BENCH_DIR` is where the bundle and both spools live (`/var/tmp`,
 //! a disk; `/dev/shm` takes the disk out of the measurement).
 //! `WEIR_BENCH_PERF=file` records a `perf` profile of both daemons from the
@@ -333,9 +333,16 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
 
 /// The sender's pacing unless `WEIR_BENCH_RATE_<MTU>` says otherwise: fast
 /// enough not to cap goodput on this machine (at 7 Gbit/s the pacing alone
-/// held MTU 1500 to 677 MB/s of bundle), slow enough for the receiver's
-/// disk (at 12 Gbit/s and above, some runs stalled on it and lost frames).
-const DEFAULT_RATE: &str = "10Gbit";
+/// held MTU 1500 to 677 MB/s of bundle, and the runs were at that cap),
+/// slow enough for the receiver's disk, which writes 1.0-1.5 GB/s here (at
+/// MTU 9000 and 20 Gbit/s the receive loop began to wait for it).
+fn default_rate(mtu: Mtu) -> &'static str {
+    if mtu.get() >= 9000 {
+        "16Gbit"
+    } else {
+        "12Gbit"
+    }
+}
 
 fn make_bundle(bins: &Bins, dir: &Path, size: u64) -> anyhow::Result<PathBuf> {
     let key = dir.join("bench");
@@ -441,7 +448,7 @@ fn main() -> anyhow::Result<()> {
     for mtu in mtus {
         let mtu = Mtu::new(mtu).map_err(|e| anyhow::anyhow!("{e}"))?;
         let datagram = mtu.max_datagram(false);
-        let rate = env_or(&format!("WEIR_BENCH_RATE_{}", mtu.get()), DEFAULT_RATE);
+        let rate = env_or(&format!("WEIR_BENCH_RATE_{}", mtu.get()), default_rate(mtu));
         let shard = weir_protocol::LinkEncoder::new(0, weir_protocol::Integrity::Crc32c)
             .shard_size_for(datagram)
             .context("no room for a shard")?;

@@ -763,6 +763,32 @@ fn a_full_disk_keeps_the_transfer_pending_and_it_completes_once_space_returns() 
     drop(fs);
 }
 
+/// `net.core.rmem_max` raised to at least a size, restored on drop (needs
+/// root, as CI has).
+struct RmemAtLeast(Option<String>);
+
+impl RmemAtLeast {
+    const PATH: &str = "/proc/sys/net/core/rmem_max";
+
+    fn raise(bytes: u64) -> Self {
+        let old = std::fs::read_to_string(Self::PATH).unwrap();
+        if old.trim().parse::<u64>().unwrap() >= bytes {
+            return Self(None);
+        }
+        std::fs::write(Self::PATH, bytes.to_string())
+            .unwrap_or_else(|e| panic!("raising {}: {e} (this test needs root)", Self::PATH));
+        Self(Some(old))
+    }
+}
+
+impl Drop for RmemAtLeast {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = std::fs::write(Self::PATH, old.trim());
+        }
+    }
+}
+
 /// An ext4 filesystem in a file, loop-mounted, that can be frozen (every
 /// write to it waits until it is thawed): a disk that stops for a while.
 /// Thawed and unmounted on drop.
@@ -816,7 +842,9 @@ fn send_while_the_disk_stops(rate: &str, kib: u64, stop: Duration) -> (String, f
     let rx_dir = s.dir.path().join("rx");
     let Some(fs) = FreezableFs::mount(&s.dir.path().join("disk.img"), rx_dir.join("rx-spool"), 256)
     else {
-        panic!("making a loop-mounted ext4 failed: this test needs root (CI runs as root)");
+        panic!(
+            "making a loop-mounted ext4 failed: this test needs root and loop devices (CI has both)"
+        );
     };
     // A small write queue: the receive loop waits soon after the disk stops.
     s.rx = ReceiverProc::configure(
@@ -886,6 +914,10 @@ fn a_disk_that_stops_is_named_as_the_cause_of_the_drops_and_a_later_pass_complet
 
 #[test]
 fn a_short_disk_stop_the_socket_buffer_absorbs_is_told_as_a_wait_without_loss() {
+    // The socket buffer must hold what arrives while the disk stops: at
+    // least 4 MiB (the receiver asks for more; the kernel caps it at
+    // rmem_max, 208 KiB on a stock kernel).
+    let _rmem = RmemAtLeast::raise(4 << 20);
     // 40 Mbit/s: a 0.5 s stop brings 2.5 MB, which the socket buffer
     // (4 MiB where the kernel caps it) holds; blocks (365 KB) complete every
     // 73 ms, so the 1 MiB write queue is full well before the disk returns.

@@ -120,6 +120,10 @@ struct Daemon {
     stall: Duration,
     /// `stall` at the last tick: what the loop waited since.
     stall_seen: Duration,
+    /// When the loop last waited for the disk, and for how long in all
+    /// over the waits close before it.
+    disk_wait_at: Option<Instant>,
+    disk_wait: Duration,
     /// Waits for the disk that lost nothing, told at most once a minute.
     disk_waits: Throttled,
     kernel_drops: u64,
@@ -136,6 +140,9 @@ struct Daemon {
 
 /// Waits for the disk shorter than this, with nothing lost, go untold.
 const DISK_WAIT_TOLD: Duration = Duration::from_millis(100);
+/// Kernel drops seen this long after the receive loop waited for the disk
+/// are put down to the disk.
+const DISK_WAIT_BLAMED: Duration = Duration::from_secs(3);
 
 /// A counter whose growth is logged at most once a minute.
 #[derive(Debug, Default)]
@@ -287,6 +294,8 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         recent: VecDeque::new(),
         stall: Duration::ZERO,
         stall_seen: Duration::ZERO,
+        disk_wait_at: None,
+        disk_wait: Duration::ZERO,
         disk_waits: Throttled::default(),
         kernel_drops: 0,
         published: 0,
@@ -747,45 +756,62 @@ impl Daemon {
             }
         }
         // What the receive loop waited for the writer since the last tick:
-        // the disk is what fell behind, whatever the kernel dropped then.
+        // drops seen then, or in the next few seconds (the loop drains the
+        // full socket buffer after the wait, and the counter is read once a
+        // tick), are the disk's doing.
         let waited = self.stall.saturating_sub(self.stall_seen);
         self.stall_seen = self.stall;
-        let dropped = self
-            .listener
-            .kernel_drops()
-            .filter(|d| *d > self.kernel_drops);
-        if let Some(drops) = dropped {
-            if waited.is_zero() {
-                warn!(
-                    new = drops - self.kernel_drops,
-                    total = drops,
-                    "the kernel dropped datagrams: the socket buffer was full"
-                );
-            } else {
-                warn!(
-                    new = drops - self.kernel_drops,
-                    total = drops,
-                    waited_for_disk = format!("{:.2}s", waited.as_secs_f64()),
-                    write_queue = %ByteSize(self.settings.write_queue as u64),
-                    "the kernel dropped datagrams while receiving waited for the spool disk: \
-                     it writes slower than the link delivers. Lower the sender's link.rate \
-                     below the disk's write speed or give the spool a faster disk; \
-                     a later pass brings what was lost"
-                );
+        if !waited.is_zero() {
+            self.disk_wait_at = Some(now);
+        }
+        let disk_lately = self
+            .disk_wait_at
+            .is_some_and(|t| now.saturating_duration_since(t) <= DISK_WAIT_BLAMED);
+        if !disk_lately {
+            self.disk_wait = Duration::ZERO;
+        }
+        self.disk_wait += waited;
+        match self.listener.kernel_drops() {
+            Some(drops) if drops > self.kernel_drops => {
+                if disk_lately {
+                    warn!(
+                        new = drops - self.kernel_drops,
+                        total = drops,
+                        waited_for_disk = format!("{:.2}s", self.disk_wait.as_secs_f64()),
+                        write_queue = %ByteSize(self.settings.write_queue as u64),
+                        "the kernel dropped datagrams while receiving waited for the spool disk \
+                         (the write queue, limits.write_queue, was full); a later pass brings what \
+                         was lost. If it recurs, the disk writes slower than the link delivers: \
+                         lower the sender's link.rate below its write speed or give the spool a \
+                         faster disk (a larger limits.write_queue only absorbs shorter pauses)"
+                    );
+                } else {
+                    warn!(
+                        new = drops - self.kernel_drops,
+                        total = drops,
+                        "the kernel dropped datagrams: the socket buffer was full"
+                    );
+                }
+                self.kernel_drops = drops;
             }
-            self.kernel_drops = drops;
-        } else if waited >= DISK_WAIT_TOLD
-            && self
-                .disk_waits
-                .due(self.stall.as_millis() as u64, now)
-                .is_some()
-        {
-            warn!(
-                waited_for_disk = format!("{:.2}s", waited.as_secs_f64()),
-                write_queue = %ByteSize(self.settings.write_queue as u64),
-                "receiving waited for the spool disk (the write queue was full); \
-                 nothing was lost: the socket buffer held what arrived meanwhile"
-            );
+            seen => {
+                if waited >= DISK_WAIT_TOLD
+                    && let Some(ms) = self.disk_waits.due(self.stall.as_millis() as u64, now)
+                {
+                    let waited_for_disk = format!("{:.2}s", ms as f64 / 1000.0);
+                    let write_queue = ByteSize(self.settings.write_queue as u64);
+                    if seen.is_some() {
+                        warn!(%waited_for_disk, %write_queue,
+                            "receiving waited for the spool disk (the write queue, limits.write_queue, \
+                             was full); nothing was lost: the socket buffer held what arrived meanwhile");
+                    } else {
+                        warn!(%waited_for_disk, %write_queue,
+                            "receiving waited for the spool disk (the write queue, limits.write_queue, \
+                             was full); the kernel's drop counter cannot be read here, so datagrams \
+                             may have been lost meanwhile (a later pass brings them)");
+                    }
+                }
+            }
         }
         let due: Vec<PublishJob> = {
             let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)

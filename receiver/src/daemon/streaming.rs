@@ -50,7 +50,8 @@ struct Mark {
     handoff_bytes: usize,
 }
 
-/// Most bytes of written blocks all verifiers together hold in memory;
+/// Most bytes of written blocks all verifiers together hold in memory,
+/// waiting to be read (each also holds the one block it is reading);
 /// beyond, a verifier reads its blocks back from disk. Outside the
 /// reassembly budget (`limits.memory`). Measured in session 6 at MTU 9000
 /// (blocks of 2.2 MiB): with 8 MiB per verifier, one that fell a group
@@ -98,9 +99,11 @@ impl Drop for Progress {
     /// Blocks still handed over when both ends are gone go back to the
     /// budget.
     fn drop(&mut self) {
-        if let Ok(m) = self.mark.get_mut() {
-            self.budget.give(m.handoff_bytes);
-        }
+        let m = self
+            .mark
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.budget.give(std::mem::take(&mut m.handoff_bytes));
     }
 }
 
@@ -269,6 +272,9 @@ struct Trailing {
 impl Trailing {
     /// Waits until bytes past `pos` are written; returns the end of the
     /// readable prefix.
+    ///
+    /// A disk read must stop where the next handed-over block starts:
+    /// reading past it would throw the block away (and every later one).
     fn wait_ready(&mut self) -> io::Result<u64> {
         let mut m = self
             .progress
@@ -302,7 +308,8 @@ impl Trailing {
                 break;
             }
         }
-        Ok(m.ready.min(self.size))
+        let next_handed_over = m.handoff.front().map_or(u64::MAX, |(offset, _)| *offset);
+        Ok(m.ready.min(self.size).min(next_handed_over))
     }
 
     /// Reads the next chunk into `buf` (or takes a handed-over block).
@@ -344,6 +351,23 @@ impl Trailing {
         self.have = skew..skew + want;
         self.pos += want as u64;
         Ok(())
+    }
+}
+
+impl Drop for Trailing {
+    /// The verifier is done, finished or not: the writer hands it nothing
+    /// more, and what it was handed goes back to the budget now, not when
+    /// the writer lets go of the transfer.
+    fn drop(&mut self) {
+        let mut m = self
+            .progress
+            .mark
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.cancelled = true;
+        let held = std::mem::take(&mut m.handoff_bytes);
+        m.handoff.clear();
+        self.progress.budget.give(held);
     }
 }
 
@@ -466,15 +490,58 @@ mod tests {
         reader.wait_ready().unwrap();
         assert_eq!(reader.current.len(), block.len());
         assert_eq!(budget.held(), HANDOFF_BYTES / 2);
-        // A cancelled verifier takes no more, and what it held goes back
-        // once both its ends are gone.
-        a.cancel();
-        a.hand_over(3 * block.len() as u64, block.clone());
-        assert_eq!(budget.held(), HANDOFF_BYTES / 2);
+        // A verifier whose thread ended (finished, failed or panicked)
+        // gives back what it held at once, though the writer still holds
+        // its progress, and takes no more.
         drop(reader);
+        assert_eq!(budget.held(), HANDOFF_BYTES / 4);
+        a.hand_over(3 * block.len() as u64, block.clone());
+        assert_eq!(budget.held(), HANDOFF_BYTES / 4);
         drop(a);
+        // One cancelled before its reader ends: what it held goes back once
+        // both ends are gone.
+        b.cancel();
         assert_eq!(budget.held(), HANDOFF_BYTES / 4);
         drop(b);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn a_verifier_reading_from_disk_stops_where_a_handed_over_block_starts() {
+        // /var/tmp: a disk filesystem, where direct reads are used.
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("part");
+        let block = 256 << 10;
+        // On disk: zeros. Handed over for the second block: sevens. The
+        // reader must return the sevens: a 1 MiB disk read from offset 0
+        // would have run over the block and dropped it.
+        std::fs::write(&path, vec![0u8; 3 * block]).unwrap();
+        let budget = Handoffs::default();
+        let progress = Arc::new(Progress::new(budget.clone()));
+        progress.hand_over(block as u64, Bytes::from(vec![7u8; block]));
+        progress.advance(3 * block as u64);
+        let mut reader = Trailing {
+            file: File::open(&path).unwrap(),
+            direct: direct_reader(&path),
+            buf: vec![0; CHUNK + ALIGN as usize],
+            have: 0..0,
+            current: Bytes::new(),
+            whole: None,
+            recycle: None,
+            pos: 0,
+            size: 3 * block as u64,
+            progress,
+        };
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 3 * block);
+        assert!(out[..block].iter().all(|b| *b == 0));
+        assert!(
+            out[block..2 * block].iter().all(|b| *b == 7),
+            "the handed-over block was read"
+        );
+        assert!(out[2 * block..].iter().all(|b| *b == 0));
+        drop(reader);
         assert_eq!(budget.held(), 0);
     }
 }

@@ -61,14 +61,30 @@ struct Mark {
 pub const HANDOFF_BYTES: usize = 32 << 20;
 
 /// The bytes of handed-over blocks all verifiers hold, bounded by
-/// [`HANDOFF_BYTES`]; one per receiver, shared by its verifiers.
+/// [`HANDOFF_BYTES`]; one per receiver, shared by its verifiers. Each
+/// verifier may hold an equal share of it (one that fell behind must not
+/// leave the others to read from disk), and always one block.
 #[derive(Debug, Clone, Default)]
-pub struct Handoffs(Arc<AtomicUsize>);
+pub struct Handoffs(Arc<Budget>);
+
+#[derive(Debug, Default)]
+struct Budget {
+    /// Bytes held by all verifiers.
+    held: AtomicUsize,
+    /// Verifiers alive.
+    verifiers: AtomicUsize,
+}
 
 impl Handoffs {
-    /// Reserves `n` bytes; false when the budget cannot hold them.
-    fn take(&self, n: usize) -> bool {
+    /// Reserves `n` bytes for a verifier that holds `mine` already; false
+    /// when its share or the whole budget cannot hold them.
+    fn take(&self, mine: usize, n: usize) -> bool {
+        let share = HANDOFF_BYTES / self.0.verifiers.load(Ordering::Acquire).max(1);
+        if mine > 0 && mine + n > share {
+            return false;
+        }
         self.0
+            .held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
                 held.checked_add(n).filter(|t| *t <= HANDOFF_BYTES)
             })
@@ -77,12 +93,12 @@ impl Handoffs {
 
     /// Gives back `n` reserved bytes.
     fn give(&self, n: usize) {
-        self.0.fetch_sub(n, Ordering::AcqRel);
+        self.0.held.fetch_sub(n, Ordering::AcqRel);
     }
 
     /// Bytes held now.
     pub fn held(&self) -> usize {
-        self.0.load(Ordering::Acquire)
+        self.0.held.load(Ordering::Acquire)
     }
 }
 
@@ -104,6 +120,7 @@ impl Drop for Progress {
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.budget.give(std::mem::take(&mut m.handoff_bytes));
+        self.budget.0.verifiers.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -111,6 +128,7 @@ impl Progress {
     /// Progress of a verifier whose handed-over blocks count against
     /// `budget`.
     fn new(budget: Handoffs) -> Self {
+        budget.0.verifiers.fetch_add(1, Ordering::AcqRel);
         Self {
             mark: Mutex::default(),
             moved: Condvar::new(),
@@ -133,7 +151,7 @@ impl Progress {
     pub fn hand_over(&self, offset: u64, data: Bytes) {
         if let Ok(mut m) = self.mark.lock()
             && !m.cancelled
-            && self.budget.take(data.len())
+            && self.budget.take(m.handoff_bytes, data.len())
         {
             m.handoff_bytes += data.len();
             m.handoff.push_back((offset, data));
@@ -458,17 +476,24 @@ mod tests {
         let a = Arc::new(Progress::new(budget.clone()));
         let b = Arc::new(Progress::new(budget.clone()));
         let block = Bytes::from(vec![7u8; HANDOFF_BYTES / 4]);
+        // Two verifiers: each may hold half the budget.
         for i in 0..3 {
             a.hand_over(i * block.len() as u64, block.clone());
         }
+        assert_eq!(
+            a.mark.lock().unwrap().handoff.len(),
+            2,
+            "a third is beyond a's share"
+        );
+        assert_eq!(budget.held(), HANDOFF_BYTES / 2);
         b.hand_over(0, block.clone());
+        b.hand_over(block.len() as u64, block.clone());
         assert_eq!(budget.held(), HANDOFF_BYTES);
         // Full: a fifth block, whichever verifier it is for, is read back
         // from disk instead.
         a.hand_over(3 * block.len() as u64, block.clone());
-        b.hand_over(block.len() as u64, block.clone());
+        b.hand_over(2 * block.len() as u64, block.clone());
         assert_eq!(budget.held(), HANDOFF_BYTES);
-        assert_eq!(a.mark.lock().unwrap().handoff.len(), 3);
         // A reader past the first block takes the second, drops the first
         // (read from disk meanwhile) and gives both back.
         let dir = tempfile::tempdir().unwrap();
@@ -490,19 +515,37 @@ mod tests {
         reader.wait_ready().unwrap();
         assert_eq!(reader.current.len(), block.len());
         assert_eq!(budget.held(), HANDOFF_BYTES / 2);
-        // A verifier whose thread ended (finished, failed or panicked)
-        // gives back what it held at once, though the writer still holds
-        // its progress, and takes no more.
+        // A verifier whose thread ended (finished, failed or panicked) is
+        // handed nothing more, though the writer still holds its progress.
         drop(reader);
-        assert_eq!(budget.held(), HANDOFF_BYTES / 4);
         a.hand_over(3 * block.len() as u64, block.clone());
-        assert_eq!(budget.held(), HANDOFF_BYTES / 4);
+        assert_eq!(budget.held(), HANDOFF_BYTES / 2);
+        // Once it is gone, the one left may hold the whole budget.
         drop(a);
+        b.hand_over(2 * block.len() as u64, block.clone());
+        assert_eq!(budget.held(), 3 * HANDOFF_BYTES / 4);
         // One cancelled before its reader ends: what it held goes back once
         // both ends are gone.
         b.cancel();
-        assert_eq!(budget.held(), HANDOFF_BYTES / 4);
+        assert_eq!(budget.held(), 3 * HANDOFF_BYTES / 4);
         drop(b);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn a_verifier_holding_nothing_takes_a_block_beyond_its_share() {
+        // Sixteen verifiers, 2 MiB shares, 2.2 MiB blocks (MTU 9000): each
+        // still takes one block at a time.
+        let budget = Handoffs::default();
+        let all: Vec<_> = (0..16).map(|_| Progress::new(budget.clone())).collect();
+        let block = Bytes::from(vec![1u8; 2_285_568]);
+        for p in &all {
+            p.hand_over(0, block.clone());
+            p.hand_over(block.len() as u64, block.clone());
+        }
+        // 14 blocks fit in 32 MiB; each verifier holds at most one.
+        assert_eq!(budget.held(), 14 * block.len());
+        drop(all);
         assert_eq!(budget.held(), 0);
     }
 

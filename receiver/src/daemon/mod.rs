@@ -124,6 +124,8 @@ struct Daemon {
     /// over the waits close before it.
     disk_wait_at: Option<Instant>,
     disk_wait: Duration,
+    /// A wait for the disk without drops so far, to tell at the next tick.
+    disk_wait_untold: bool,
     /// Waits for the disk that lost nothing, told at most once a minute.
     disk_waits: Throttled,
     kernel_drops: u64,
@@ -296,6 +298,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         stall_seen: Duration::ZERO,
         disk_wait_at: None,
         disk_wait: Duration::ZERO,
+        disk_wait_untold: false,
         disk_waits: Throttled::default(),
         kernel_drops: 0,
         published: 0,
@@ -793,9 +796,16 @@ impl Daemon {
                     );
                 }
                 self.kernel_drops = drops;
+                self.disk_wait_untold = false;
             }
             seen => {
-                if waited >= DISK_WAIT_TOLD
+                // Told at the first tick without a wait, once drops the
+                // loop met while catching up would have shown.
+                if waited >= DISK_WAIT_TOLD {
+                    self.disk_wait_untold = true;
+                }
+                if waited.is_zero()
+                    && std::mem::take(&mut self.disk_wait_untold)
                     && let Some(ms) = self.disk_waits.due(self.stall.as_millis() as u64, now)
                 {
                     let waited_for_disk = format!("{:.2}s", ms as f64 / 1000.0);

@@ -68,6 +68,23 @@ impl Setup {
         sender_config(self.dir.path(), self.addr, &self.trust, rate, passes, "").unwrap()
     }
 
+    /// `weir-sender send` of one bundle on another thread, with
+    /// environment overrides of the sender's configuration.
+    fn send_in_background(
+        &self,
+        rate: &str,
+        passes: u32,
+        bundle: PathBuf,
+        env: &[(&str, &str)],
+    ) -> std::thread::JoinHandle<std::process::Output> {
+        let mut cmd = Command::new(weir_tests::bin::path("weir-sender"));
+        cmd.args(["send", "--config"])
+            .arg(self.sender_config(rate, passes))
+            .arg(bundle)
+            .envs(env.iter().copied());
+        std::thread::spawn(move || cmd.output().unwrap())
+    }
+
     /// `weir-sender send` of some bundles; it must exit 0.
     fn send(&self, rate: &str, passes: u32, bundles: &[&Path]) {
         let out = Command::new(weir_tests::bin::path("weir-sender"))
@@ -291,15 +308,7 @@ fn kill_9_mid_transfer_then_restart_resumes_and_never_shows_a_partial_file() {
             bad
         })
     };
-    let config = s.sender_config("100Mbit", 2);
-    let sender = std::thread::spawn(move || {
-        std::process::Command::new(weir_tests::bin::path("weir-sender"))
-            .args(["send", "--config"])
-            .arg(&config)
-            .arg(&path)
-            .output()
-            .unwrap()
-    });
+    let sender = s.send_in_background("100Mbit", 2, path, &[]);
     // Kill the receiver once a good part of the first pass is on record.
     let incoming = s.rx.spool.join("incoming");
     wait_for("a checkpoint with blocks", Duration::from_secs(30), || {
@@ -727,16 +736,12 @@ fn a_full_disk_keeps_the_transfer_pending_and_it_completes_once_space_returns() 
     let filler = fs.0.join("filler");
     std::fs::write(&filler, vec![1u8; 16 << 20]).unwrap();
     let (path, bytes) = s.bundle("app", 12 * 1024, 11);
-    let config = s.sender_config("100Mbit", 2);
-    let sender = std::thread::spawn(move || {
-        Command::new(weir_tests::bin::path("weir-sender"))
-            .args(["send", "--config"])
-            .arg(&config)
-            .arg(&path)
-            .env("WEIR_SENDER_TRANSFER__PASS_PAUSE", "3s")
-            .output()
-            .unwrap()
-    });
+    let sender = s.send_in_background(
+        "100Mbit",
+        2,
+        path,
+        &[("WEIR_SENDER_TRANSFER__PASS_PAUSE", "3s")],
+    );
     let rx = &mut s.rx;
     wait_for("the disk-full error", Duration::from_secs(30), || {
         rx.log_text().contains("disk full")
@@ -858,19 +863,17 @@ fn send_while_the_disk_stops(rate: &str, kib: u64, stop: Duration) -> (String, f
     .unwrap();
     s.rx.start().unwrap();
     let (path, bytes) = s.bundle("stalled", kib, 12);
-    let config = s.sender_config(rate, 3);
-    let sender = std::thread::spawn(move || {
-        Command::new(weir_tests::bin::path("weir-sender"))
-            .args(["send", "--config"])
-            .arg(&config)
-            .arg(&path)
-            .env("WEIR_SENDER_TRANSFER__PASS_PAUSE", "1s")
-            // Blocks complete one after another, not a group at a time:
-            // the receiver wants the disk all along.
-            .env("WEIR_SENDER_FEC__INTERLEAVE", "1")
-            .output()
-            .unwrap()
-    });
+    // Blocks complete one after another, not a group at a time: the
+    // receiver wants the disk all along.
+    let sender = s.send_in_background(
+        rate,
+        3,
+        path,
+        &[
+            ("WEIR_SENDER_TRANSFER__PASS_PAUSE", "1s"),
+            ("WEIR_SENDER_FEC__INTERLEAVE", "1"),
+        ],
+    );
     let rx = &mut s.rx;
     let incoming = rx.spool.join("incoming");
     wait_for("the partial file", Duration::from_secs(30), || {

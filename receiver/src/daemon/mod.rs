@@ -19,6 +19,7 @@
 //! cannot hold; later passes fill those gaps.
 
 pub mod direct;
+pub mod drops;
 pub mod link;
 pub mod metrics;
 pub mod publish;
@@ -42,6 +43,7 @@ use weir_protocol::{
     TransferDescriptor, TransferId, TransferState,
 };
 
+use self::drops::{DropWatch, Finding};
 use crate::config::Settings;
 use crate::socket::Listener;
 use crate::spool::{REMEMBER_FINISHED, Spool};
@@ -118,17 +120,8 @@ struct Daemon {
     refused: RefusalLog,
     recent: VecDeque<Outcome>,
     stall: Duration,
-    /// `stall` at the last tick: what the loop waited since.
-    stall_seen: Duration,
-    /// When the loop last waited for the disk, and for how long in all
-    /// over the waits close before it.
-    disk_wait_at: Option<Instant>,
-    disk_wait: Duration,
-    /// A wait for the disk without drops so far, to tell at the next tick.
-    disk_wait_untold: bool,
-    /// Waits for the disk that lost nothing, told at most once a minute.
-    disk_waits: Throttled,
-    kernel_drops: u64,
+    /// Kernel drops and waits for the disk, for the log.
+    drops: DropWatch,
     published: u64,
     metrics_addr: Option<std::net::SocketAddr>,
     /// Writes `status.json` off this thread.
@@ -139,12 +132,6 @@ struct Daemon {
     /// a receiver of different releases on one link.
     foreign_version: Throttled,
 }
-
-/// Waits for the disk shorter than this, with nothing lost, go untold.
-const DISK_WAIT_TOLD: Duration = Duration::from_millis(100);
-/// Kernel drops seen this long after the receive loop waited for the disk
-/// are put down to the disk.
-const DISK_WAIT_BLAMED: Duration = Duration::from_secs(3);
 
 /// A counter whose growth is logged at most once a minute.
 #[derive(Debug, Default)]
@@ -295,12 +282,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         refused: RefusalLog::default(),
         recent: VecDeque::new(),
         stall: Duration::ZERO,
-        stall_seen: Duration::ZERO,
-        disk_wait_at: None,
-        disk_wait: Duration::ZERO,
-        disk_wait_untold: false,
-        disk_waits: Throttled::default(),
-        kernel_drops: 0,
+        drops: DropWatch::default(),
         published: 0,
         metrics_addr,
         status,
@@ -758,70 +740,43 @@ impl Daemon {
                 LinkState::Waiting => {}
             }
         }
-        // What the receive loop waited for the writer since the last tick:
-        // drops seen then, or in the next few seconds (the loop drains the
-        // full socket buffer after the wait, and the counter is read once a
-        // tick), are the disk's doing.
-        let waited = self.stall.saturating_sub(self.stall_seen);
-        self.stall_seen = self.stall;
-        if !waited.is_zero() {
-            self.disk_wait_at = Some(now);
-        }
-        let disk_lately = self
-            .disk_wait_at
-            .is_some_and(|t| now.saturating_duration_since(t) <= DISK_WAIT_BLAMED);
-        if !disk_lately {
-            self.disk_wait = Duration::ZERO;
-        }
-        self.disk_wait += waited;
-        match self.listener.kernel_drops() {
-            Some(drops) if drops > self.kernel_drops => {
-                if disk_lately {
-                    warn!(
-                        new = drops - self.kernel_drops,
-                        total = drops,
-                        waited_for_disk = format!("{:.2}s", self.disk_wait.as_secs_f64()),
-                        write_queue = %ByteSize(self.settings.write_queue as u64),
-                        "the kernel dropped datagrams while receiving waited for the spool disk \
-                         (the write queue, limits.write_queue, was full); a later pass brings what \
-                         was lost. If it recurs, the disk writes slower than the link delivers: \
-                         lower the sender's link.rate below its write speed or give the spool a \
-                         faster disk (a larger limits.write_queue only absorbs shorter pauses)"
-                    );
+        let write_queue = ByteSize(self.settings.write_queue as u64);
+        match self
+            .drops
+            .tick(self.stall, self.listener.kernel_drops(), now)
+        {
+            Some(Finding::DroppedWhileWaiting { new, total, waited }) => warn!(
+                new,
+                total,
+                waited_for_disk = format!("{:.2}s", waited.as_secs_f64()),
+                %write_queue,
+                "the kernel dropped datagrams while receiving waited for the spool disk \
+                 (the write queue, limits.write_queue, was full); a later pass brings what \
+                 was lost. If it recurs, the disk writes slower than the link delivers: \
+                 lower the sender's link.rate below its write speed or give the spool a \
+                 faster disk (a larger limits.write_queue only absorbs shorter pauses)"
+            ),
+            Some(Finding::Dropped { new, total }) => warn!(
+                new,
+                total, "the kernel dropped datagrams: the socket buffer was full"
+            ),
+            Some(Finding::Waited {
+                waited,
+                drops_readable,
+            }) => {
+                let waited_for_disk = format!("{:.2}s", waited.as_secs_f64());
+                if drops_readable {
+                    warn!(%waited_for_disk, %write_queue,
+                        "receiving waited for the spool disk (the write queue, limits.write_queue, \
+                         was full); nothing was lost: the socket buffer held what arrived meanwhile");
                 } else {
-                    warn!(
-                        new = drops - self.kernel_drops,
-                        total = drops,
-                        "the kernel dropped datagrams: the socket buffer was full"
-                    );
-                }
-                self.kernel_drops = drops;
-                self.disk_wait_untold = false;
-            }
-            seen => {
-                // Told at the first tick without a wait, once drops the
-                // loop met while catching up would have shown.
-                if waited >= DISK_WAIT_TOLD {
-                    self.disk_wait_untold = true;
-                }
-                if waited.is_zero()
-                    && std::mem::take(&mut self.disk_wait_untold)
-                    && let Some(ms) = self.disk_waits.due(self.stall.as_millis() as u64, now)
-                {
-                    let waited_for_disk = format!("{:.2}s", ms as f64 / 1000.0);
-                    let write_queue = ByteSize(self.settings.write_queue as u64);
-                    if seen.is_some() {
-                        warn!(%waited_for_disk, %write_queue,
-                            "receiving waited for the spool disk (the write queue, limits.write_queue, \
-                             was full); nothing was lost: the socket buffer held what arrived meanwhile");
-                    } else {
-                        warn!(%waited_for_disk, %write_queue,
-                            "receiving waited for the spool disk (the write queue, limits.write_queue, \
-                             was full); the kernel's drop counter cannot be read here, so datagrams \
-                             may have been lost meanwhile (a later pass brings them)");
-                    }
+                    warn!(%waited_for_disk, %write_queue,
+                        "receiving waited for the spool disk (the write queue, limits.write_queue, \
+                         was full); the kernel's drop counter cannot be read here, so datagrams \
+                         may have been lost meanwhile (a later pass brings them)");
                 }
             }
+            None => {}
         }
         let due: Vec<PublishJob> = {
             let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
@@ -855,7 +810,7 @@ impl Daemon {
             core: stats,
             heartbeat_age: self.link.since_heartbeat(now).map(|d| d.as_secs_f64()),
             link_up: self.link.state() == LinkState::Up,
-            kernel_drops: self.kernel_drops,
+            kernel_drops: self.drops.kernel_drops(),
             in_flight: self.core.transfers_in_flight(),
             incoming_bytes: self.reserved(),
             memory: self.core.memory_in_use(),
@@ -907,7 +862,7 @@ impl Daemon {
             sender_restarts: stats.loss.sender_restarts,
             loss_last_minute: self.link.loss_last_minute(),
             frames: stats.datagrams,
-            kernel_drops: self.kernel_drops,
+            kernel_drops: self.drops.kernel_drops(),
             transfers,
             recent: self
                 .recent

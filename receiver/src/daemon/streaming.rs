@@ -50,6 +50,15 @@ struct Mark {
     handoff_bytes: usize,
 }
 
+impl Mark {
+    /// Lets go of every handed-over block; returns their bytes, to give
+    /// back to the budget.
+    fn release(&mut self) -> usize {
+        self.handoff.clear();
+        std::mem::take(&mut self.handoff_bytes)
+    }
+}
+
 /// Most bytes of written blocks all verifiers together hold in memory,
 /// waiting to be read (each also holds the one block it is reading);
 /// beyond, a verifier reads its blocks back from disk. Outside the
@@ -91,6 +100,16 @@ impl Handoffs {
             .is_ok()
     }
 
+    /// One more verifier shares the budget.
+    fn join(&self) {
+        self.0.verifiers.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A verifier is gone.
+    fn leave(&self) {
+        self.0.verifiers.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// Gives back `n` reserved bytes.
     fn give(&self, n: usize) {
         self.0.held.fetch_sub(n, Ordering::AcqRel);
@@ -119,8 +138,8 @@ impl Drop for Progress {
             .mark
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.budget.give(std::mem::take(&mut m.handoff_bytes));
-        self.budget.0.verifiers.fetch_sub(1, Ordering::AcqRel);
+        self.budget.give(m.release());
+        self.budget.leave();
     }
 }
 
@@ -128,7 +147,7 @@ impl Progress {
     /// Progress of a verifier whose handed-over blocks count against
     /// `budget`.
     fn new(budget: Handoffs) -> Self {
-        budget.0.verifiers.fetch_add(1, Ordering::AcqRel);
+        budget.join();
         Self {
             mark: Mutex::default(),
             moved: Condvar::new(),
@@ -203,18 +222,7 @@ impl Verifier {
     ) -> io::Result<Self> {
         let file = File::open(path)?;
         let progress = Arc::new(Progress::new(budget));
-        let reader = Trailing {
-            file,
-            direct: direct_reader(path),
-            buf: vec![0; CHUNK + ALIGN as usize],
-            have: 0..0,
-            current: Bytes::new(),
-            whole: None,
-            recycle,
-            pos: 0,
-            size,
-            progress: progress.clone(),
-        };
+        let reader = Trailing::new(file, direct_reader(path), size, recycle, progress.clone());
         let thread = std::thread::Builder::new()
             .name("verifier".into())
             .spawn(move || {
@@ -288,6 +296,29 @@ struct Trailing {
 }
 
 impl Trailing {
+    /// A reader of `size` bytes from the start of `file` (`direct`: the
+    /// same file opened for direct reads).
+    fn new(
+        file: File,
+        direct: Option<File>,
+        size: u64,
+        recycle: Option<Recycle>,
+        progress: Arc<Progress>,
+    ) -> Self {
+        Self {
+            file,
+            direct,
+            buf: vec![0; CHUNK + ALIGN as usize],
+            have: 0..0,
+            current: Bytes::new(),
+            whole: None,
+            recycle,
+            pos: 0,
+            size,
+            progress,
+        }
+    }
+
     /// Waits until bytes past `pos` are written; returns the end of the
     /// readable prefix.
     ///
@@ -383,9 +414,7 @@ impl Drop for Trailing {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         m.cancelled = true;
-        let held = std::mem::take(&mut m.handoff_bytes);
-        m.handoff.clear();
-        self.progress.budget.give(held);
+        self.progress.budget.give(m.release());
     }
 }
 
@@ -499,18 +528,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("part");
         std::fs::write(&path, vec![0u8; 4 * block.len()]).unwrap();
-        let mut reader = Trailing {
-            file: File::open(&path).unwrap(),
-            direct: None,
-            buf: vec![0; CHUNK + ALIGN as usize],
-            have: 0..0,
-            current: Bytes::new(),
-            whole: None,
-            recycle: None,
-            pos: block.len() as u64,
-            size: 4 * block.len() as u64,
-            progress: a.clone(),
-        };
+        let size = 4 * block.len() as u64;
+        let mut reader = Trailing::new(File::open(&path).unwrap(), None, size, None, a.clone());
+        reader.pos = block.len() as u64;
         a.advance(4 * block.len() as u64);
         reader.wait_ready().unwrap();
         assert_eq!(reader.current.len(), block.len());
@@ -563,18 +583,9 @@ mod tests {
         let progress = Arc::new(Progress::new(budget.clone()));
         progress.hand_over(block as u64, Bytes::from(vec![7u8; block]));
         progress.advance(3 * block as u64);
-        let mut reader = Trailing {
-            file: File::open(&path).unwrap(),
-            direct: direct_reader(&path),
-            buf: vec![0; CHUNK + ALIGN as usize],
-            have: 0..0,
-            current: Bytes::new(),
-            whole: None,
-            recycle: None,
-            pos: 0,
-            size: 3 * block as u64,
-            progress,
-        };
+        let file = File::open(&path).unwrap();
+        let mut reader =
+            Trailing::new(file, direct_reader(&path), 3 * block as u64, None, progress);
         let mut out = Vec::new();
         reader.read_to_end(&mut out).unwrap();
         assert_eq!(out.len(), 3 * block);

@@ -15,6 +15,7 @@
 //! `minisign -Vm manifest.json -x signatures/<KEY-ID>.minisig -p key.pub`.
 //!
 //! - [`hashing`]: hashing a bundle while it is read for verification.
+//! - [`lend`]: readers that let verification hash bytes where they lie.
 //! - [`manifest`]: the manifest and its rules.
 //! - [`path`]: what an entry may be called.
 //! - [`trust`]: the trust store of public keys.
@@ -23,6 +24,7 @@
 //! - [`write`](mod@write): writing the archive.
 
 pub mod hashing;
+pub mod lend;
 pub mod manifest;
 pub mod path;
 pub mod signature;
@@ -31,10 +33,12 @@ pub mod verify;
 pub mod write;
 
 pub use hashing::HashingReader;
+pub use lend::{Copying, Lend};
 pub use manifest::{Artifact, FORMAT, Manifest, ManifestError, Mode, Sbom, SbomFormat};
 pub use signature::{SignatureProblem, Signer};
 pub use trust::{KeyId, KeyStatus, TrustError, TrustStore, TrustedKey};
 pub use verify::{
     BundleInfo, Digested, Inspection, Reason, Rejection, Verified, inspect, verify, verify_digest,
+    verify_digest_lent,
 };
 pub use write::{BundleWriter, MANIFEST_PATH, SIGNATURES_DIR, signature_path};

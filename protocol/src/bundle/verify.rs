@@ -13,12 +13,13 @@
 //! (a bad header checksum, truncation) stops the walk where it is found.
 //! Success yields a [`Verified`] value, which only this module can make.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::rc::Rc;
 use std::time::SystemTime;
 
+use super::lend::{Copying, Lend};
 use super::manifest::{MAX_MANIFEST, Manifest, ManifestError};
 use super::path::check_path;
 use super::signature::{MAX_SIGNATURE, MAX_SIGNATURES, SignatureProblem, Signer, check_signature};
@@ -283,6 +284,21 @@ fn read_small(entry: &mut impl Read, size: u64, max: u64) -> io::Result<Vec<u8>>
     Ok(v)
 }
 
+/// Reads until `buf` is full or the end: how much was read does not depend
+/// on how the reader splits its reads (a verdict must not either).
+fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while let Some(rest) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
+        match reader.read(rest) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Verifies a bundle read from `reader` against `trust` at time `now`.
 pub fn verify<R: Read>(
     reader: R,
@@ -325,27 +341,68 @@ pub fn verify_digest<R: Read>(
     trust: &TrustStore,
     now: SystemTime,
 ) -> io::Result<Digested> {
-    let digester = Rc::new(RefCell::new(Digester::new()));
+    verify_digest_lent(Copying::new(reader, CHUNK), trust, now)
+}
+
+/// [`verify_digest`] from a reader that lends its bytes: an artifact's
+/// content is hashed where the reader holds it, never copied out (the
+/// `tar` reader sees only headers, manifest and signatures).
+pub fn verify_digest_lent<R: Lend>(
+    reader: R,
+    trust: &TrustStore,
+    now: SystemTime,
+) -> io::Result<Digested> {
+    let shared = Rc::new(Shared {
+        digester: RefCell::new(Digester::new()),
+        lend: Cell::new(false),
+    });
     let mut tap = Tap {
         inner: reader,
-        digester: Rc::clone(&digester),
+        shared: Rc::clone(&shared),
         failed: None,
     };
-    let verdict = walk(&mut tap, Some((trust, now)), Some(&digester)).map(verified);
-    // The rest of the file, past the archive's end (`Tap` retries
-    // interrupted reads itself).
+    let verdict = walk(&mut tap, Some((trust, now)), Some(&shared)).map(verified);
+    // The rest of the file, past the archive's end, only for the digest
+    // (`Tap` retries interrupted reads itself).
+    shared.lend.set(true);
     let mut buf = vec![0u8; CHUNK];
     while tap.read(&mut buf)? > 0 {}
     if let Some(e) = tap.failed.take() {
         // The walk may have turned it into a rejection: it is not one.
         return Err(e);
     }
-    let d = digester.borrow();
+    let d = shared.digester.borrow();
     Ok(Digested {
         verdict,
         digest: d.finalize(),
         len: d.position(),
     })
+}
+
+/// What the walk shares with the [`Tap`] under the `tar` reader.
+struct Shared {
+    /// Sees every byte read, in order.
+    digester: RefCell<Digester>,
+    /// Set while only the digester needs the bytes read (an artifact's
+    /// content it hashes anyway): the tap lends them to it and leaves the
+    /// reader's buffer untouched.
+    lend: Cell<bool>,
+}
+
+/// Sets [`Shared::lend`] while it lives.
+struct Lending<'a>(&'a Cell<bool>);
+
+impl<'a> Lending<'a> {
+    fn start(flag: &'a Cell<bool>) -> Self {
+        flag.set(true);
+        Self(flag)
+    }
+}
+
+impl Drop for Lending<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 /// Feeds what passes through it to a [`Digester`], and remembers whether
@@ -354,20 +411,26 @@ pub fn verify_digest<R: Read>(
 /// bundle that an `EINTR` must never cause.
 struct Tap<R> {
     inner: R,
-    digester: Rc<RefCell<Digester>>,
+    shared: Rc<Shared>,
     failed: Option<io::Error>,
 }
 
-impl<R: Read> Read for Tap<R> {
+impl<R: Lend> Read for Tap<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match self.inner.read(buf) {
-                Ok(n) => {
-                    self.digester
+            let read = if self.shared.lend.get() {
+                let mut d = self.shared.digester.borrow_mut();
+                self.inner.lend(buf.len(), &mut |s| d.update(s))
+            } else {
+                self.inner.read(buf).inspect(|&n| {
+                    self.shared
+                        .digester
                         .borrow_mut()
                         .update(buf.get(..n).unwrap_or_default());
-                    return Ok(n);
-                }
+                })
+            };
+            match read {
+                Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.failed = Some(io::Error::new(e.kind(), e.to_string()));
@@ -396,7 +459,7 @@ struct EntryContext<'a> {
     hash: bool,
     /// The digester the bytes also pass through, whose hash of an entry's
     /// content is used instead of hashing it a second time.
-    digester: Option<&'a RefCell<Digester>>,
+    shared: Option<&'a Shared>,
 }
 
 /// Checks one payload or SBOM entry, reading its data. `Ok` carries the
@@ -478,10 +541,12 @@ fn check_entry<R: Read>(
         len: size,
     };
     let shared = ctx
-        .digester
-        .filter(|d| d.borrow().current_content() == Some(region));
+        .shared
+        .filter(|s| s.digester.borrow().current_content() == Some(region));
     let mut hasher = blake3::Hasher::new();
     let mut read = 0u64;
+    // Only the digester needs these bytes: it may take them in place.
+    let _lending = shared.map(|s| Lending::start(&s.lend));
     loop {
         match entry.read(buf) {
             Ok(0) => break,
@@ -500,7 +565,7 @@ fn check_entry<R: Read>(
     }
     let hash = match shared {
         None => hasher.finalize(),
-        Some(d) => match d.borrow().last_content() {
+        Some(s) => match s.digester.borrow().last_content() {
             Some((r, h)) if r == region => h,
             _ => {
                 return Err(Reason::TarCorrupt {
@@ -532,7 +597,7 @@ fn reject<T>(mut reasons: Vec<Reason>, last: Reason) -> Result<T, Rejection> {
 fn walk<R: Read>(
     reader: R,
     trust: Option<(&TrustStore, SystemTime)>,
-    digester: Option<&RefCell<Digester>>,
+    shared: Option<&Shared>,
 ) -> Result<Walked, Rejection> {
     let mut archive = tar::Archive::new(CountingReader {
         inner: reader,
@@ -685,7 +750,7 @@ fn walk<R: Read>(
         listed: &listed,
         dirs: &dirs,
         hash: trust.is_some(),
-        digester,
+        shared,
     };
     while let Some(item) = next {
         let entry = match item {
@@ -712,7 +777,7 @@ fn walk<R: Read>(
     let mut tail = [0u8; 8192];
     let mut zeros = 0u64;
     loop {
-        match rest.read(&mut tail) {
+        match fill(&mut rest, &mut tail) {
             Ok(0) => break,
             Ok(n) => {
                 let chunk = tail.get(..n).unwrap_or_default();
@@ -722,7 +787,6 @@ fn walk<R: Read>(
                 }
                 zeros += n as u64;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return reject(reasons, tar_reason(&e)),
         }
     }

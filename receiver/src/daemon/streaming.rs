@@ -10,8 +10,11 @@
 //! ```text
 //!  writer: block b written ─▶ Progress.ready = contiguous bytes on disk
 //!                                   │ (condvar)
-//!  verifier: read ≤ ready ─▶ verify_digest() ─▶ Outcome
+//!  verifier: read ≤ ready ─▶ verify_digest_lent() ─▶ Outcome
 //! ```
+//!
+//! Blocks the writer hands over in memory are hashed where they lie: the
+//! verifier lends them to the hash instead of copying them out.
 //!
 //! The verdict only counts if the transfer digest of the very bytes it
 //! read matches the sender's: blocks rebuilt from forged frames make a
@@ -29,7 +32,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes};
 
-use weir_protocol::bundle::{BundleInfo, Rejection, TrustStore, Verified, verify_digest};
+use weir_protocol::bundle::{
+    BundleInfo, Lend, Rejection, TrustStore, Verified, verify_digest_lent,
+};
 
 use super::direct::{ALIGN, round_up};
 use super::recycle::Recycle;
@@ -227,7 +232,7 @@ impl Verifier {
             .name("verifier".into())
             .spawn(move || {
                 // The digest covers the whole file, past the archive's end.
-                let found = verify_digest(reader, &trust, SystemTime::now())?;
+                let found = verify_digest_lent(reader, &trust, SystemTime::now())?;
                 Ok(Finding {
                     verdict: found.verdict,
                     digest: found.digest,
@@ -418,13 +423,11 @@ impl Drop for Trailing {
     }
 }
 
-impl Read for Trailing {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+impl Lend for Trailing {
+    fn lend(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<usize> {
         if !self.current.is_empty() {
-            let n = self.current.len().min(out.len());
-            out.get_mut(..n)
-                .unwrap_or_default()
-                .copy_from_slice(self.current.get(..n).unwrap_or_default());
+            let n = self.current.len().min(max);
+            f(self.current.get(..n).unwrap_or_default());
             self.current.advance(n);
             if self.current.is_empty() {
                 // Let go of the block entirely, so that the buffer given
@@ -437,22 +440,34 @@ impl Read for Trailing {
             return Ok(n);
         }
         if self.have.is_empty() {
-            if self.pos >= self.size || out.is_empty() {
+            if self.pos >= self.size || max == 0 {
                 return Ok(0);
             }
             self.fill()?;
             if !self.current.is_empty() {
-                return self.read(out);
+                return self.lend(max, f);
             }
         }
-        let n = self.have.len().min(out.len());
-        let src = self
+        let n = self.have.len().min(max);
+        f(self
             .buf
             .get(self.have.start..self.have.start + n)
-            .unwrap_or_default();
-        out.get_mut(..n).unwrap_or_default().copy_from_slice(src);
+            .unwrap_or_default());
         self.have.start += n;
         Ok(n)
+    }
+}
+
+impl Read for Trailing {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let max = out.len();
+        let mut at = 0;
+        self.lend(max, &mut |s| {
+            if let Some(dst) = out.get_mut(at..at + s.len()) {
+                dst.copy_from_slice(s);
+            }
+            at += s.len();
+        })
     }
 }
 
@@ -597,5 +612,42 @@ mod tests {
         assert!(out[2 * block..].iter().all(|b| *b == 0));
         drop(reader);
         assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn a_handed_over_block_is_lent_where_it_lies_not_copied() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("part");
+        let block = 64 << 10;
+        std::fs::write(&path, vec![0u8; 2 * block]).unwrap();
+        let progress = Arc::new(Progress::new(Handoffs::default()));
+        let handed = Bytes::from(vec![7u8; block]);
+        let at = handed.as_ptr() as usize;
+        progress.hand_over(block as u64, handed);
+        progress.advance(2 * block as u64);
+        let file = File::open(&path).unwrap();
+        let mut reader =
+            Trailing::new(file, direct_reader(&path), 2 * block as u64, None, progress);
+        // (start address, length, all sevens) of each lent slice.
+        let mut lent = Vec::new();
+        while reader
+            .lend(1 << 20, &mut |s| {
+                lent.push((s.as_ptr() as usize, s.len(), s.iter().all(|b| *b == 7)))
+            })
+            .unwrap()
+            > 0
+        {}
+        assert_eq!(lent.iter().map(|l| l.1).sum::<usize>(), 2 * block);
+        // The disk's zeros first, then the block itself, at its own address.
+        assert!(lent.iter().take_while(|l| !l.2).map(|l| l.1).sum::<usize>() == block);
+        let first_seven = lent.iter().position(|l| l.2).unwrap();
+        assert_eq!(
+            lent[first_seven].0, at,
+            "the block was copied before it was lent"
+        );
+        assert_eq!(
+            lent[first_seven..].iter().map(|l| l.1).sum::<usize>(),
+            block
+        );
     }
 }

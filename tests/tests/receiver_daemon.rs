@@ -10,6 +10,7 @@
 )]
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -796,7 +797,9 @@ impl Drop for RmemAtLeast {
 
 /// An ext4 filesystem in a file, loop-mounted, that can be frozen (every
 /// write to it waits until it is thawed): a disk that stops for a while.
-/// Thawed and unmounted on drop.
+/// Thawed and unmounted on drop, and by a watchdog process once this test
+/// process is gone, should it be killed while the filesystem is frozen
+/// (drop never runs then, and whatever touched the mount would hang).
 struct FreezableFs(PathBuf);
 
 impl FreezableFs {
@@ -810,7 +813,29 @@ impl FreezableFs {
                 .args(["-o", "loop"])
                 .arg(image)
                 .arg(&at));
-        ok.then_some(Self(at))
+        if !ok {
+            return None;
+        }
+        // In its own process group, so that killing the tests' group
+        // leaves it to clean up. Done already, on a normal end: harmless.
+        // Never waited for: it outlives this process, and ends only after
+        // it, so it never lingers as a zombie of it.
+        let cleanup = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+             fsfreeze -u '{at}' 2>/dev/null; umount -l '{at}' 2>/dev/null",
+            pid = std::process::id(),
+            at = at.display(),
+        );
+        #[allow(clippy::zombie_processes)]
+        Command::new("sh")
+            .args(["-c", &cleanup])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Some(Self(at))
     }
 
     fn freeze(&self, frozen: bool) {

@@ -31,7 +31,8 @@
 //! `WEIR_BENCH_DIR` is where the bundle and both spools live (`/var/tmp`,
 //! a disk; `/dev/shm` takes the disk out of the measurement).
 //! `WEIR_BENCH_PERF=file` records a `perf` profile of both daemons from the
-//! drop into the outbox to the publication.
+//! drop into the outbox to the publication; `WEIR_BENCH_PERF_ARGS` adds
+//! arguments to `perf record` (e.g. `--call-graph dwarf`).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -250,6 +251,11 @@ fn weir_run(bins: &Bins, dir: &Path, bundle: &Path, mtu: Mtu, rate: &str) -> any
             Command::new("perf")
                 .args(["record", "-F", "999", "-o"])
                 .arg(out)
+                .args(
+                    std::env::var("WEIR_BENCH_PERF_ARGS")
+                        .unwrap_or_default()
+                        .split_whitespace(),
+                )
                 .arg("-p")
                 .arg(format!("{},{rx_pid}", pid(&tx)))
                 .stdout(Stdio::null())

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use weir_protocol::bundle::{Mode, Reason, signature_path};
+use weir_protocol::bundle::{Lend, Mode, Reason, signature_path, verify_digest_lent};
 use weir_tests::bundles::{FILES, Fixture, Raw, contents, good_bundle, trusted};
 
 /// The reason codes of a rejection.
@@ -607,7 +607,10 @@ fn an_interrupted_read_is_retried_not_taken_for_damage() {
 fn a_read_error_is_an_error_not_a_verdict() {
     let fx = Fixture::new();
     let bundle = good_bundle(&fx);
-    for left in [0, 100, 600, bundle.len() - 1] {
+    // In the first header, the manifest, inside the first artifact (read
+    // while it is lent to the hash), and in the tail.
+    let in_artifact = header_offsets(&bundle)[2] + 512 + 3;
+    for left in [0, 100, 600, in_artifact, bundle.len() - 1] {
         let r = weir_protocol::bundle::verify_digest(
             Failing {
                 data: &bundle,
@@ -619,4 +622,72 @@ fn a_read_error_is_an_error_not_a_verdict() {
         let e = r.expect_err("a failing reader must not give a verdict");
         assert_eq!(e.to_string(), "bad sector", "at {left}");
     }
+}
+
+/// Counts the bytes taken through `read` and through `lend`.
+struct Counting<'a> {
+    data: &'a [u8],
+    read: usize,
+    lent: usize,
+}
+
+impl std::io::Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.data.read(buf)?;
+        self.read += n;
+        Ok(n)
+    }
+}
+
+impl Lend for Counting<'_> {
+    fn lend(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> std::io::Result<usize> {
+        let n = self.data.lend(max, f)?;
+        self.lent += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn artifact_content_is_lent_to_the_hash_not_copied_out() {
+    let fx = Fixture::new();
+    let big = vec![0x5au8; 300_000];
+    let files: &[(&str, &[u8], Mode)] = &[
+        ("payload/big.bin", &big, Mode::Regular),
+        ("payload/small", b"tiny", Mode::Regular),
+    ];
+    let m = fx.manifest(files);
+    let bundle = Raw::new()
+        .signed(&fx, &m, &[&fx.key])
+        .payload(files)
+        .finish();
+    let mut reader = Counting {
+        data: &bundle,
+        read: 0,
+        lent: 0,
+    };
+    let found = verify_digest_lent(&mut reader, &fx.trust, SystemTime::now()).unwrap();
+    assert!(found.verdict.is_ok(), "{:?}", found.verdict);
+    assert_eq!(reader.read + reader.lent, bundle.len());
+    // Every artifact byte, and the zero padding after the archive, went
+    // to the hash in place; the tar reader read headers, manifest and
+    // signature, a few KiB.
+    assert!(reader.lent >= big.len() + 4, "lent {}", reader.lent);
+    assert!(reader.read < 16 << 10, "read {}", reader.read);
+
+    // A reader that lends other bytes than it counts fails the read.
+    struct Lying<'a>(&'a [u8]);
+    impl std::io::Read for Lying<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+    impl Lend for Lying<'_> {
+        fn lend(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> std::io::Result<usize> {
+            let n = self.0.lend(max, &mut |s| f(&s[1..]))?;
+            Ok(n)
+        }
+    }
+    let e = verify_digest_lent(Lying(&bundle), &fx.trust, SystemTime::now())
+        .expect_err("a lender that hides bytes must fail the read");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
 }

@@ -17,6 +17,11 @@ pub trait Lend: Read {
     /// Passes up to `max` of the next bytes to `f`, in one or more slices
     /// in order, and consumes them; returns how many (0 only at the end,
     /// or when `max` is 0). Errors as [`Read::read`].
+    ///
+    /// The slices given to `f` add up to exactly the count returned, and
+    /// `f` is not called when an error is returned: whoever hashes what
+    /// is lent relies on both (verification checks the first, and fails
+    /// the read when it does not hold).
     fn lend(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<usize>;
 }
 
@@ -50,10 +55,19 @@ impl<R: Read> Lend for Copying<R> {
         let want = max.min(self.buf.len());
         let dst = self.buf.get_mut(..want).unwrap_or_default();
         let n = self.inner.read(dst)?;
+        let read = dst
+            .get(..n)
+            .ok_or_else(|| io::Error::other("a reader returned more bytes than asked for"))?;
         if n > 0 {
-            f(dst.get(..n).unwrap_or_default());
+            f(read);
         }
         Ok(n)
+    }
+}
+
+impl<L: Lend + ?Sized> Lend for &mut L {
+    fn lend(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<usize> {
+        (**self).lend(max, f)
     }
 }
 

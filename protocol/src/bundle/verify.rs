@@ -420,7 +420,24 @@ impl<R: Lend> Read for Tap<R> {
         loop {
             let read = if self.shared.lend.get() {
                 let mut d = self.shared.digester.borrow_mut();
-                self.inner.lend(buf.len(), &mut |s| d.update(s))
+                let mut lent = 0;
+                self.inner
+                    .lend(buf.len(), &mut |s| {
+                        lent += s.len();
+                        d.update(s);
+                    })
+                    .and_then(|n| {
+                        if n == lent && n <= buf.len() {
+                            Ok(n)
+                        } else {
+                            // The digester saw other bytes than the reader
+                            // counts: nothing read after this is trusted.
+                            Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("a reader lent {lent} bytes but counted {n}"),
+                            ))
+                        }
+                    })
             } else {
                 self.inner.read(buf).inspect(|&n| {
                     self.shared

@@ -427,7 +427,7 @@ impl Lend for Trailing {
     fn lend(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<usize> {
         if !self.current.is_empty() {
             let n = self.current.len().min(max);
-            f(self.current.get(..n).unwrap_or_default());
+            f(self.current.get(..n).ok_or_else(out_of_range)?);
             self.current.advance(n);
             if self.current.is_empty() {
                 // Let go of the block entirely, so that the buffer given
@@ -452,10 +452,16 @@ impl Lend for Trailing {
         f(self
             .buf
             .get(self.have.start..self.have.start + n)
-            .unwrap_or_default());
+            .ok_or_else(out_of_range)?);
         self.have.start += n;
         Ok(n)
     }
+}
+
+/// What a reader that lost track of its own buffer reports, rather than
+/// lend fewer bytes than it counts.
+fn out_of_range() -> io::Error {
+    io::Error::other("verifier reader: range outside its buffer")
 }
 
 impl Read for Trailing {

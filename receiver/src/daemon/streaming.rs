@@ -590,23 +590,36 @@ mod tests {
         assert_eq!(budget.held(), 0);
     }
 
-    #[test]
-    fn a_verifier_reading_from_disk_stops_where_a_handed_over_block_starts() {
+    /// A reader of a partial file of `blocks` blocks, all written: zeros
+    /// on disk, and the second block handed over in memory as sevens. Also
+    /// returns the address of the handed-over bytes.
+    fn sevens_handed_over(
+        block: usize,
+        blocks: usize,
+        budget: Handoffs,
+    ) -> (tempfile::TempDir, Trailing, usize) {
         // /var/tmp: a disk filesystem, where direct reads are used.
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let path = dir.path().join("part");
-        let block = 256 << 10;
-        // On disk: zeros. Handed over for the second block: sevens. The
-        // reader must return the sevens: a 1 MiB disk read from offset 0
-        // would have run over the block and dropped it.
-        std::fs::write(&path, vec![0u8; 3 * block]).unwrap();
-        let budget = Handoffs::default();
-        let progress = Arc::new(Progress::new(budget.clone()));
-        progress.hand_over(block as u64, Bytes::from(vec![7u8; block]));
-        progress.advance(3 * block as u64);
+        std::fs::write(&path, vec![0u8; blocks * block]).unwrap();
+        let progress = Arc::new(Progress::new(budget));
+        let handed = Bytes::from(vec![7u8; block]);
+        let at = handed.as_ptr() as usize;
+        progress.hand_over(block as u64, handed);
+        progress.advance((blocks * block) as u64);
         let file = File::open(&path).unwrap();
-        let mut reader =
-            Trailing::new(file, direct_reader(&path), 3 * block as u64, None, progress);
+        let size = (blocks * block) as u64;
+        let reader = Trailing::new(file, direct_reader(&path), size, None, progress);
+        (dir, reader, at)
+    }
+
+    #[test]
+    fn a_verifier_reading_from_disk_stops_where_a_handed_over_block_starts() {
+        let block = 256 << 10;
+        // The reader must return the sevens: a 1 MiB disk read from offset
+        // 0 would have run over the block and dropped it.
+        let budget = Handoffs::default();
+        let (_dir, mut reader, _) = sevens_handed_over(block, 3, budget.clone());
         let mut out = Vec::new();
         reader.read_to_end(&mut out).unwrap();
         assert_eq!(out.len(), 3 * block);
@@ -622,18 +635,8 @@ mod tests {
 
     #[test]
     fn a_handed_over_block_is_lent_where_it_lies_not_copied() {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let path = dir.path().join("part");
         let block = 64 << 10;
-        std::fs::write(&path, vec![0u8; 2 * block]).unwrap();
-        let progress = Arc::new(Progress::new(Handoffs::default()));
-        let handed = Bytes::from(vec![7u8; block]);
-        let at = handed.as_ptr() as usize;
-        progress.hand_over(block as u64, handed);
-        progress.advance(2 * block as u64);
-        let file = File::open(&path).unwrap();
-        let mut reader =
-            Trailing::new(file, direct_reader(&path), 2 * block as u64, None, progress);
+        let (_dir, mut reader, at) = sevens_handed_over(block, 2, Handoffs::default());
         // (start address, length, all sevens) of each lent slice.
         let mut lent = Vec::new();
         while reader

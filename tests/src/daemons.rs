@@ -139,7 +139,11 @@ listen = "127.0.0.1:0"
 
     /// The log so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        match std::fs::read_to_string(&self.log) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => panic!("reading {}: {e}", self.log.display()),
+        }
     }
 
     /// Its latest status snapshot.
@@ -174,14 +178,17 @@ listen = "127.0.0.1:0"
     }
 
     /// Files in a spool directory (`staging`, `quarantine`, ...), sorted.
+    /// The daemon makes every one of them when it starts: an error reading
+    /// one (a missing directory among them) fails the test, rather than
+    /// passing for an empty directory.
     pub fn files(&self, sub: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.spool.join(sub))
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
+        let dir = self.spool.join(sub);
+        let mut v: Vec<String> = std::fs::read_dir(&dir)
+            .and_then(|rd| {
+                rd.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
                     .collect()
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()));
         v.sort();
         v
     }

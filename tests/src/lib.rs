@@ -14,5 +14,7 @@ pub mod bin;
 pub mod bundles;
 pub mod daemons;
 pub mod link;
+pub mod memory;
+pub mod rig;
 pub mod sim;
 pub mod udp;

@@ -20,12 +20,7 @@ use weir_tests::bundles::{Fixture, write_random_file};
 
 /// Peak resident set size of this process, in KiB.
 fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    weir_tests::memory::peak_rss(std::process::id()).unwrap() / 1024
 }
 
 #[test]

@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,144 +19,8 @@ use weir_protocol::{
     BundleName, Chunker, ChunkerConfig, FecParams, Integrity, LinkEncoder, TransferDescriptor,
     TransferId,
 };
-use weir_tests::bundles::Fixture;
-use weir_tests::daemons::{ReceiverProc, free_udp_addr, sender_config, wait_for};
-
-/// Keys, trust store and a receiver in a temporary directory.
-struct Setup {
-    fx: Fixture,
-    dir: tempfile::TempDir,
-    trust: PathBuf,
-    rx: ReceiverProc,
-    addr: SocketAddr,
-}
-
-impl Setup {
-    fn new(limits: &str) -> Self {
-        let fx = Fixture::new();
-        let dir = tempfile::tempdir().unwrap();
-        let trust = dir.path().join("trust.toml");
-        std::fs::write(&trust, fx.trust.to_toml()).unwrap();
-        let addr = free_udp_addr().unwrap();
-        let rx = ReceiverProc::configure(
-            &weir_tests::bin::path("weir-receiver"),
-            dir.path(),
-            addr,
-            &trust,
-            "",
-            &format!("[limits]\ncheckpoint_interval = \"200ms\"\n{limits}"),
-        )
-        .unwrap();
-        Self {
-            fx,
-            dir,
-            trust,
-            rx,
-            addr,
-        }
-    }
-
-    /// A signed bundle named `name` version 1 with `kib` KiB of random data.
-    fn bundle(&self, name: &str, kib: u64, seed: u64) -> (PathBuf, Vec<u8>) {
-        let out = self.dir.path().join(format!("{name}.weir"));
-        let bytes = self
-            .fx
-            .signed_bundle(self.dir.path(), name, kib * 1024, seed, &out);
-        (out, bytes)
-    }
-
-    fn sender_config(&self, rate: &str, passes: u32) -> PathBuf {
-        sender_config(self.dir.path(), self.addr, &self.trust, rate, passes, "").unwrap()
-    }
-
-    /// `weir-sender send` of one bundle on another thread, with
-    /// environment overrides of the sender's configuration.
-    fn send_in_background(
-        &self,
-        rate: &str,
-        passes: u32,
-        bundle: PathBuf,
-        env: &[(&str, &str)],
-    ) -> std::thread::JoinHandle<std::process::Output> {
-        let mut cmd = Command::new(weir_tests::bin::path("weir-sender"));
-        cmd.args(["send", "--config"])
-            .arg(self.sender_config(rate, passes))
-            .arg(bundle)
-            .envs(env.iter().copied());
-        std::thread::spawn(move || cmd.output().unwrap())
-    }
-
-    /// `weir-sender send` of some bundles; it must exit 0.
-    fn send(&self, rate: &str, passes: u32, bundles: &[&Path]) {
-        let out = Command::new(weir_tests::bin::path("weir-sender"))
-            .args(["send", "--config"])
-            .arg(self.sender_config(rate, passes))
-            .args(bundles)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn staged(&self, file: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.rx.spool.join("staging").join(file)).ok()
-    }
-
-    fn wait_staged(&self, file: &str, secs: u64) -> Vec<u8> {
-        let path = self.rx.spool.join("staging").join(file);
-        if wait_for(file, Duration::from_secs(secs), || path.exists()).is_err() {
-            panic!("{file} never reached staging/:\n{}", self.rx.log_text());
-        }
-        std::fs::read(path).unwrap()
-    }
-}
-
-/// Every frame of one pass over `bytes`, as the sender would make them.
-fn frames(bytes: &[u8], name: &str, passes: u32, epoch: u64) -> Vec<Vec<u8>> {
-    frames_as(describe(bytes, name), bytes, passes, epoch)
-}
-
-/// Frames of `bytes` under descriptor `desc` (a forger's frames when the
-/// bytes are not the ones the descriptor hashes).
-fn frames_as(desc: TransferDescriptor, bytes: &[u8], passes: u32, epoch: u64) -> Vec<Vec<u8>> {
-    let mut c = Chunker::new(
-        desc,
-        std::io::Cursor::new(bytes.to_vec()),
-        ChunkerConfig {
-            passes,
-            ..ChunkerConfig::default()
-        },
-    );
-    let mut link = LinkEncoder::new(epoch, Integrity::Crc32c);
-    let mut out = Vec::new();
-    let mut all = Vec::new();
-    while c.poll_transmit(&mut link, &mut out).unwrap().is_some() {
-        all.push(std::mem::take(&mut out));
-    }
-    all
-}
-
-/// Sends datagrams at about 50 MB/s.
-fn blast(to: SocketAddr, grams: &[Vec<u8>]) {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for (i, g) in grams.iter().enumerate() {
-        s.send_to(g, to).unwrap();
-        if i % 32 == 31 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-}
-
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name_and_labels} in\n{text}"))
-}
+use weir_tests::daemons::{ReceiverProc, wait_for};
+use weir_tests::rig::{Setup, blast, describe, frames, frames_as, metric};
 
 #[test]
 fn one_bundle_arrives_bit_identical_with_receipt_metrics_and_status() {
@@ -956,22 +820,6 @@ fn a_short_disk_stop_the_socket_buffer_absorbs_is_told_as_a_wait_without_loss() 
         "the wait is told: {log}"
     );
     assert!(!log.contains("the kernel dropped datagrams"), "{log}");
-}
-
-/// The descriptor the sender makes for `bytes` at MTU 1500.
-fn describe(bytes: &[u8], name: &str) -> TransferDescriptor {
-    let hash = weir_protocol::digest::digest(bytes);
-    let fec = FecParams::new(256, 64, 1424, 16)
-        .unwrap()
-        .fitted_to(bytes.len() as u64);
-    TransferDescriptor::new(
-        TransferId::from_digest(&hash),
-        BundleName::sanitise(name),
-        bytes.len() as u64,
-        hash,
-        fec,
-    )
-    .unwrap()
 }
 
 // Regression: after a crash between linking a bundle into staging/ and

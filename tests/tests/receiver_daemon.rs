@@ -994,3 +994,112 @@ fn a_key_revoked_while_the_daemon_runs_counts_no_more() {
     assert!(s.rx.log_text().contains("trust store reloaded"));
     assert!(s.staged("tool_1.weir").is_none());
 }
+
+/// A receiver of `s` with `link` keys in its `[link]` section.
+fn receiver_with_link(s: &mut Setup, link: &str) {
+    s.rx = ReceiverProc::configure(
+        &weir_tests::bin::path("weir-receiver"),
+        s.dir.path(),
+        s.addr,
+        &s.trust,
+        link,
+        "",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_receive_buffer_the_kernel_caps_is_told_with_the_sysctl_that_raises_it() {
+    let rmem_max: u64 = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(rmem_max < 1 << 30, "rmem_max is {rmem_max}: nothing to cap");
+    // 1 GiB: more than the kernel grants.
+    let mut s = Setup::new("");
+    receiver_with_link(&mut s, "receive_buffer = \"1GiB\"");
+    s.rx.start().unwrap();
+    let log = s.rx.log_text();
+    assert!(
+        log.contains("socket receive buffer capped by the kernel")
+            && log.contains("sysctl -w net.core.rmem_max=1073741824"),
+        "{log}"
+    );
+    s.rx.stop().unwrap();
+    // 128 KiB, and a rate whose quarter second fits in it: no hint.
+    let mut s = Setup::new("");
+    receiver_with_link(&mut s, "receive_buffer = \"128KiB\"\nrate = \"1Mbit\"");
+    s.rx.start().unwrap();
+    let log = s.rx.log_text();
+    assert!(log.contains("listening"), "{log}");
+    assert!(!log.contains("capped by the kernel"), "{log}");
+}
+
+#[test]
+fn a_key_revoked_while_its_bundle_arrives_is_refused_at_publication() {
+    let mut s = Setup::new("");
+    s.rx.start().unwrap();
+    // 20 MiB: 56 blocks in 4 interleaved groups, so the first blocks (the
+    // manifest and signatures) are written and verified long before the
+    // last.
+    let (_, bytes) = s.bundle("app", 20 * 1024, 34);
+    let all = frames(&bytes, "app.weir", 1, 9);
+    let (first, rest) = all.split_at(all.len() / 2);
+    blast(s.addr, first);
+    // Two groups on record: the verifier has read the signatures, and
+    // found the key trusted.
+    let incoming = s.rx.spool.join("incoming");
+    wait_for("two groups on record", Duration::from_secs(30), || {
+        std::fs::read_dir(&incoming).unwrap().flatten().any(|e| {
+            e.file_name().to_string_lossy().ends_with(".state")
+                && std::fs::read(e.path())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .and_then(|v| {
+                        v["done"].as_array().map(|w| {
+                            w.iter()
+                                .map(|x| x.as_u64().unwrap_or(0).count_ones())
+                                .sum::<u32>()
+                        })
+                    })
+                    .is_some_and(|done| done >= 32)
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", s.rx.log_text()));
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new(weir_tests::bin::path("weir-receiver"))
+        .args(["trust", "revoke", "--trust"])
+        .arg(&s.trust)
+        .arg("builder")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // (The store is re-read when it is next needed: at publication.)
+    blast(s.addr, rest);
+    let id = TransferId::from_digest(&weir_protocol::digest::digest(&bytes));
+    let reason =
+        s.rx.spool
+            .join("quarantine")
+            .join(format!("{id}.reason.json"));
+    wait_for("the rejection", Duration::from_secs(30), || reason.exists())
+        .unwrap_or_else(|e| panic!("{e}\n{}", s.rx.log_text()));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&reason).unwrap()).unwrap();
+    assert_eq!(r["reasons"][0]["code"], "no_trusted_signature", "{r}");
+    // Refused by the check at publication, not by the verifier, which
+    // had found the key trusted.
+    assert!(
+        r["reasons"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked while it was being received"),
+        "{r}"
+    );
+    assert!(s.rx.files("staging").is_empty());
+    let log = s.rx.log_text();
+    assert!(log.contains("trust store reloaded"), "{log}");
+    assert!(
+        log.contains("expired or was revoked while it arrived"),
+        "{log}"
+    );
+}

@@ -580,6 +580,43 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Writes `path` until the filesystem is full; returns the bytes written.
+fn fill_up(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![3u8; 64 << 10];
+    let mut n = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(k) => n += k as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    n
+}
+
+/// Every file of `dir` with its bytes, inode and modification time.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+                m.ino(),
+                m.modified().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn a_full_disk_keeps_the_transfer_pending_and_it_completes_once_space_returns() {
     let mut s = Setup::new("");
@@ -597,9 +634,18 @@ fn a_full_disk_keeps_the_transfer_pending_and_it_completes_once_space_returns() 
     )
     .unwrap();
     s.rx.start().unwrap();
-    // Leave 8 MiB free for a 12 MiB bundle.
+    // Two bundles published before the disk fills.
+    for (name, seed) in [("first", 13), ("second", 14)] {
+        let (_, b) = s.bundle(name, 512, seed);
+        blast(s.addr, &frames(&b, &format!("{name}.weir"), 1, seed));
+        let staged = s.rx.spool.join("staging").join(format!("{name}_1.weir"));
+        wait_for(name, Duration::from_secs(30), || staged.exists()).unwrap();
+    }
+    let published = snapshot(&s.rx.spool.join("staging"));
+    assert_eq!(published.len(), 4, "two bundles and their receipts");
+    // Leave about 8 MiB free for a 12 MiB bundle.
     let filler = fs.0.join("filler");
-    std::fs::write(&filler, vec![1u8; 16 << 20]).unwrap();
+    std::fs::write(&filler, vec![1u8; 15 << 20]).unwrap();
     let (path, bytes) = s.bundle("app", 12 * 1024, 11);
     let sender = s.send_in_background(
         "100Mbit",
@@ -612,6 +658,9 @@ fn a_full_disk_keeps_the_transfer_pending_and_it_completes_once_space_returns() 
         rx.log_text().contains("disk full")
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", rx.log_text()));
+    // Then not a byte free: checkpoints, reports and receipts fail too.
+    let rest = fs.0.join("rest");
+    let took = fill_up(&rest);
     // The first pass ends with blocks that never reached the disk.
     wait_for(
         "the transfer to be re-opened",
@@ -619,13 +668,28 @@ fn a_full_disk_keeps_the_transfer_pending_and_it_completes_once_space_returns() 
         || rx.log_text().contains("blocks could not be stored"),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", rx.log_text()));
+    assert!(
+        snapshot(&rx.spool.join("staging")) == published,
+        "staging/ changed while the disk was full ({took} bytes were still free when it was filled up)"
+    );
     std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(&rest).unwrap();
     let staged = rx.spool.join("staging").join("app_1.weir");
     wait_for("the bundle", Duration::from_secs(60), || staged.exists())
         .unwrap_or_else(|e| panic!("{e}\n{}", rx.log_text()));
     assert!(std::fs::read(&staged).unwrap() == bytes, "content differs");
     let out = sender.join().unwrap();
     assert!(out.status.success());
+    // The bundles published before are byte for byte what they were, in
+    // the same files.
+    let now = snapshot(&rx.spool.join("staging"));
+    let before: Vec<_> = now
+        .iter()
+        .filter(|(name, ..)| !name.starts_with("app_1."))
+        .cloned()
+        .collect();
+    assert!(before == published, "a published bundle changed");
+    assert_eq!(now.len(), 6);
     std::thread::sleep(Duration::from_millis(600));
     let text = rx.scrape().unwrap();
     assert!(metric(&text, "weir_receiver_disk_errors_total") > 0.0);

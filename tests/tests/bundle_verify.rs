@@ -691,3 +691,48 @@ fn artifact_content_is_lent_to_the_hash_not_copied_out() {
         .expect_err("a lender that hides bytes must fail the read");
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
 }
+
+#[test]
+fn signatures_are_judged_before_any_payload_byte_is_read() {
+    // A bundle signed by a key the store does not trust, whose reader
+    // fails at the first byte of payload content: the verdict comes from
+    // the signatures alone, and no byte of the payload was asked for.
+    let fx = Fixture::new();
+    let m = fx.manifest(FILES);
+    let bundle = Raw::new()
+        .signed(&fx, &m, &[&fx.other])
+        .payload(FILES)
+        .finish();
+    let headers = header_offsets(&bundle);
+    // manifest.json, one signature, then the first payload entry.
+    let first_payload = headers[2];
+    assert_eq!(&bundle[first_payload..first_payload + 8], b"payload/");
+    let r = weir_protocol::bundle::verify(
+        Failing {
+            data: &bundle,
+            left: first_payload + 512,
+        },
+        &fx.trust,
+        SystemTime::now(),
+    )
+    .unwrap_err();
+    let found: Vec<&str> = r.reasons.iter().map(Reason::code).collect();
+    assert_eq!(
+        found,
+        ["signature_invalid", "no_trusted_signature"],
+        "{r:?}"
+    );
+    // The same bundle with its payload changed is rejected for the same
+    // reason only: the payload was never judged.
+    let mut tampered = bundle.clone();
+    tampered[first_payload + 512] ^= 0xff;
+    assert_eq!(
+        codes(&fx, &tampered),
+        ["signature_invalid", "no_trusted_signature"]
+    );
+    // Trusted, the same change is found.
+    let mut trusting = Fixture::new();
+    trusting.trust = fx.trust.clone();
+    trusting.trust.add(trusted("other", &fx.other)).unwrap();
+    assert_eq!(codes(&trusting, &tampered), ["hash_mismatch"]);
+}

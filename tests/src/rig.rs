@@ -182,3 +182,123 @@ pub fn describe(bytes: &[u8], name: &str) -> TransferDescriptor {
     )
     .unwrap()
 }
+
+/// Watches `staging/` on a thread, every 2 ms, from start until
+/// [`StagingWatch::finish`]: every name that appears must be one of the
+/// expected bundles or its receipt, and a bundle must hold exactly its
+/// expected bytes the first time it is seen, and never change after.
+#[derive(Debug)]
+pub struct StagingWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(Vec<String>, u64)>,
+}
+
+impl StagingWatch {
+    /// Starts watching `staging`; `expected` maps a bundle's file name
+    /// (`NAME_VERSION.weir`) to its bytes.
+    pub fn start(staging: PathBuf, expected: Vec<(String, Vec<u8>)>) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut bad = Vec::new();
+            let mut seen: std::collections::HashMap<String, (u64, i64, i64)> = Default::default();
+            let mut looks = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                looks += 1;
+                let entries = match std::fs::read_dir(&staging) {
+                    Ok(rd) => rd,
+                    Err(e) => {
+                        bad.push(format!("listing staging/: {e}"));
+                        break;
+                    }
+                };
+                for e in entries {
+                    let e = e.expect("reading staging/");
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let Some((_, bytes)) = expected.iter().find(|(f, _)| {
+                        *f == name
+                            || f.strip_suffix(".weir").map(|s| format!("{s}.receipt.json"))
+                                == Some(name.clone())
+                    }) else {
+                        bad.push(format!("unexpected {name}"));
+                        continue;
+                    };
+                    if !name.ends_with(".weir") {
+                        continue;
+                    }
+                    let Ok(m) = e.metadata() else { continue };
+                    let id = (m.ino(), m.mtime(), m.mtime_nsec());
+                    match seen.get(&name) {
+                        Some(was) if *was == id => {}
+                        Some(_) => bad.push(format!("{name} changed after it appeared")),
+                        None => {
+                            let got = std::fs::read(e.path()).unwrap_or_default();
+                            if got != *bytes {
+                                bad.push(format!(
+                                    "{name} appeared with {} of its {} bytes, or other bytes",
+                                    got.len(),
+                                    bytes.len()
+                                ));
+                            }
+                            seen.insert(name, id);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (bad, looks)
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops watching; fails the test on anything wrong it saw, or if it
+    /// looked fewer than `min_looks` times.
+    pub fn finish(self, min_looks: u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (bad, looks) = self.thread.join().expect("the staging watcher panicked");
+        assert!(bad.is_empty(), "{bad:?}");
+        assert!(
+            looks >= min_looks,
+            "staging/ was looked at only {looks} times"
+        );
+    }
+}
+
+/// Blocks on record in each saved state of `incoming/`: (transfer id, blocks
+/// done). A state file that cannot be read or parsed fails the test (the
+/// receiver writes them under a temporary name and renames them in).
+pub fn blocks_on_record(incoming: &Path) -> Vec<(String, u32)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(incoming).expect("listing incoming/") {
+        let e = e.expect("listing incoming/");
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".state") else {
+            continue;
+        };
+        let bytes = match std::fs::read(e.path()) {
+            Ok(b) => b,
+            // Removed since it was listed: the transfer ended.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => panic!("reading {name}: {err}"),
+        };
+        let state: serde_json::Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|err| panic!("{name} is not a saved state: {err}"));
+        let done = state["done"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} has no done blocks: {state}"))
+            .iter()
+            .map(|w| w.as_u64().expect("a bitmap word").count_ones())
+            .sum();
+        v.push((id.to_owned(), done));
+    }
+    v.sort();
+    v
+}
+
+/// Blocks the receiver rebuilt since it started (clean and repaired).
+pub fn blocks_rebuilt(metrics: &str) -> f64 {
+    metric(metrics, "weir_receiver_blocks_total{how=\"clean\"}")
+        + metric(metrics, "weir_receiver_blocks_total{how=\"repaired\"}")
+}

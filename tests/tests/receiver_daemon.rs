@@ -20,7 +20,10 @@ use weir_protocol::{
     TransferId,
 };
 use weir_tests::daemons::{ReceiverProc, wait_for};
-use weir_tests::rig::{Setup, blast, describe, frames, frames_as, metric};
+use weir_tests::rig::{
+    Setup, StagingWatch, blast, blocks_on_record, blocks_rebuilt, describe, frames, frames_as,
+    metric,
+};
 
 #[test]
 fn one_bundle_arrives_bit_identical_with_receipt_metrics_and_status() {
@@ -144,53 +147,19 @@ fn kill_9_mid_transfer_then_restart_resumes_and_never_shows_a_partial_file() {
     s.rx.start().unwrap();
     let (path, bytes) = s.bundle("big", 24 * 1024, 7);
     let len = bytes.len() as u64;
-    // Anything that ever appears in staging/ must be whole; quarantine/
-    // must stay empty.
-    let watch_dir = s.rx.spool.clone();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut bad = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                for e in std::fs::read_dir(watch_dir.join("staging"))
-                    .unwrap()
-                    .flatten()
-                {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    if name.ends_with(".weir") && e.metadata().unwrap().len() != len {
-                        bad.push(format!("partial {name}"));
-                    }
-                }
-                if let Ok(rd) = std::fs::read_dir(watch_dir.join("quarantine")) {
-                    bad.extend(
-                        rd.flatten()
-                            .map(|e| format!("quarantined {:?}", e.file_name())),
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            bad
-        })
-    };
+    // Anything that ever appears in staging/ must be whole, looked at
+    // every 2 ms all through the transfer, the crash and the restart.
+    let watch = StagingWatch::start(
+        s.rx.spool.join("staging"),
+        vec![("big_1.weir".into(), bytes.clone())],
+    );
     let sender = s.send_in_background("100Mbit", 2, path, &[]);
     // Kill the receiver once a good part of the first pass is on record.
     let incoming = s.rx.spool.join("incoming");
     wait_for("a checkpoint with blocks", Duration::from_secs(30), || {
-        std::fs::read_dir(&incoming)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".state"))
-            .any(|e| {
-                let v: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(e.path()).unwrap_or_default())
-                        .unwrap_or_default();
-                let done: u32 = v["done"]
-                    .as_array()
-                    .map(|w| w.iter().map(|x| x.as_u64().unwrap_or(0).count_ones()).sum())
-                    .unwrap_or(0);
-                done > 20
-            })
+        blocks_on_record(&incoming)
+            .iter()
+            .any(|(_, done)| *done > 20)
     })
     .unwrap();
     s.rx.kill().unwrap();
@@ -203,21 +172,146 @@ fn kill_9_mid_transfer_then_restart_resumes_and_never_shows_a_partial_file() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let bad = watcher.join().unwrap();
-    assert!(bad.is_empty(), "{bad:?}");
+    // 24 MiB at 100 Mbit/s, two passes: about 4 s, 2,000 looks at least.
+    watch.finish(1000);
     assert!(got == bytes, "content differs");
+    assert!(s.rx.files("quarantine").is_empty());
     let log = s.rx.log_text();
     assert!(log.contains("resuming partial transfer"), "{log}");
     // The restarted receiver did not rebuild the blocks it had on record.
     std::thread::sleep(Duration::from_millis(600));
-    let text = s.rx.scrape().unwrap();
-    let rebuilt = metric(&text, "weir_receiver_blocks_total{how=\"clean\"}")
-        + metric(&text, "weir_receiver_blocks_total{how=\"repaired\"}");
+    let rebuilt = blocks_rebuilt(&s.rx.scrape().unwrap());
     let blocks = len.div_ceil(256 * 1424) as f64;
     assert!(
         rebuilt + 20.0 <= blocks,
         "rebuilt {rebuilt} of {blocks} blocks after the restart"
+    );
+}
+
+/// Three bundles of 8 MiB (24 blocks each), their first pass interleaved
+/// frame by frame, and their frames.
+fn three_in_flight(s: &Setup) -> (Vec<(String, Vec<u8>)>, Vec<Vec<Vec<u8>>>) {
+    let bundles: Vec<(String, Vec<u8>)> = (0..3u64)
+        .map(|i| {
+            let (_, b) = s.bundle(&format!("multi{i}"), 8 * 1024, 60 + i);
+            (format!("multi{i}_1.weir"), b)
+        })
+        .collect();
+    let passes = bundles
+        .iter()
+        .enumerate()
+        .map(|(i, (file, b))| frames(b, &file.replace("_1", ""), 2, 70 + i as u64))
+        .collect();
+    (bundles, passes)
+}
+
+/// The first `share` of every stream in `passes`, interleaved frame by
+/// frame, and the rest likewise.
+fn interleave(passes: &[Vec<Vec<u8>>], from: f64, to: f64) -> Vec<Vec<u8>> {
+    let longest = passes.iter().map(Vec::len).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|k| {
+            passes.iter().filter_map(move |f| {
+                let (a, b) = (
+                    (f.len() as f64 * from) as usize,
+                    (f.len() as f64 * to) as usize,
+                );
+                (a..b).contains(&k).then(|| f[k].clone())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_with_several_transfers_in_flight_resumes_every_one() {
+    let mut s = Setup::new("");
+    s.rx.start().unwrap();
+    let (bundles, passes) = three_in_flight(&s);
+    let watch = StagingWatch::start(s.rx.spool.join("staging"), bundles.clone());
+    // 30% of each stream (the first of its two passes is half of it).
+    blast(s.addr, &interleave(&passes, 0.0, 0.3));
+    let incoming = s.rx.spool.join("incoming");
+    wait_for(
+        "three checkpoints with blocks",
+        Duration::from_secs(30),
+        || {
+            let on_record = blocks_on_record(&incoming);
+            on_record.len() == 3 && on_record.iter().all(|(_, done)| *done >= 8)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", blocks_on_record(&incoming)));
+    s.rx.kill().unwrap();
+    let on_record = blocks_on_record(&incoming);
+    s.rx.start().unwrap();
+    let log = s.rx.log_text();
+    for (id, done) in &on_record {
+        assert!(
+            log.lines().any(|l| l.contains("resuming partial transfer")
+                && l.contains(id.as_str())
+                && l.contains(&format!("blocks_done={done}"))),
+            "{id} with {done} blocks was not resumed: {log}"
+        );
+    }
+    // The rest of the first pass and all of the second.
+    blast(s.addr, &interleave(&passes, 0.3, 1.0));
+    for (file, b) in &bundles {
+        assert!(&s.wait_staged(file, 30) == b, "{file} differs");
+    }
+    watch.finish(100);
+    std::thread::sleep(Duration::from_millis(600));
+    let rebuilt = blocks_rebuilt(&s.rx.scrape().unwrap());
+    let kept: u32 = on_record.iter().map(|(_, d)| d).sum();
+    assert!(
+        rebuilt + f64::from(kept) <= 72.0,
+        "rebuilt {rebuilt} of 72 blocks after the restart, though {kept} were on record"
+    );
+}
+
+#[test]
+fn sigterm_saves_every_partial_transfer_and_the_restart_resumes_it() {
+    // No checkpoint before the shutdown: what is on record, the
+    // shutdown saved.
+    let mut s = Setup::new("");
+    let text = std::fs::read_to_string(&s.rx.config).unwrap();
+    std::fs::write(&s.rx.config, text.replace("\"200ms\"", "\"1h\"")).unwrap();
+    s.rx.start().unwrap();
+    let (bundles, passes) = three_in_flight(&s);
+    blast(s.addr, &interleave(&passes, 0.0, 0.3));
+    wait_for("blocks of every transfer", Duration::from_secs(30), || {
+        blocks_rebuilt(&s.rx.scrape().unwrap()) >= 24.0
+    })
+    .unwrap();
+    let incoming = s.rx.spool.join("incoming");
+    let before: Vec<u32> = blocks_on_record(&incoming)
+        .iter()
+        .map(|(_, d)| *d)
+        .collect();
+    assert!(
+        before.iter().all(|d| *d == 0),
+        "checkpointed before the shutdown: {before:?}"
+    );
+    let rebuilt = blocks_rebuilt(&s.rx.scrape().unwrap());
+    assert_eq!(s.rx.stop().unwrap().code(), Some(0));
+    let on_record = blocks_on_record(&incoming);
+    assert_eq!(on_record.len(), 3, "{on_record:?}");
+    let kept: u32 = on_record.iter().map(|(_, d)| d).sum();
+    assert!(
+        f64::from(kept) >= rebuilt,
+        "{kept} blocks on record after the shutdown, {rebuilt} were rebuilt before it"
+    );
+    s.rx.start().unwrap();
+    let log = s.rx.log_text();
+    assert_eq!(log.matches("resuming partial transfer").count(), 3, "{log}");
+    blast(s.addr, &interleave(&passes, 0.3, 1.0));
+    for (file, b) in &bundles {
+        assert!(&s.wait_staged(file, 30) == b, "{file} differs");
+    }
+    // What the shutdown saved was not received again.
+    std::thread::sleep(Duration::from_millis(600));
+    let again = blocks_rebuilt(&s.rx.scrape().unwrap());
+    assert!(
+        again + f64::from(kept) <= 72.0,
+        "rebuilt {again} of 72 blocks after the restart, though {kept} were on record"
     );
 }
 
@@ -1115,20 +1209,9 @@ fn a_key_revoked_while_its_bundle_arrives_is_refused_at_publication() {
     // found the key trusted.
     let incoming = s.rx.spool.join("incoming");
     wait_for("two groups on record", Duration::from_secs(30), || {
-        std::fs::read_dir(&incoming).unwrap().flatten().any(|e| {
-            e.file_name().to_string_lossy().ends_with(".state")
-                && std::fs::read(e.path())
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                    .and_then(|v| {
-                        v["done"].as_array().map(|w| {
-                            w.iter()
-                                .map(|x| x.as_u64().unwrap_or(0).count_ones())
-                                .sum::<u32>()
-                        })
-                    })
-                    .is_some_and(|done| done >= 32)
-        })
+        blocks_on_record(&incoming)
+            .iter()
+            .any(|(_, done)| *done >= 32)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", s.rx.log_text()));
     std::thread::sleep(Duration::from_millis(500));

@@ -80,7 +80,10 @@ fn bundle_inspect_exits_0_for_a_bundle_and_1_for_anything_else() {
     let o = run("weir-sender", &["bundle", "inspect", "app-1.0.weir"], d);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("name:      app") && t.contains("version:   1.0"), "{t}");
+    assert!(
+        t.contains("name:      app") && t.contains("version:   1.0"),
+        "{t}"
+    );
     assert!(t.contains("app.bin"), "{t}");
     let o = run(
         "weir-sender",
@@ -96,7 +99,11 @@ fn bundle_inspect_exits_0_for_a_bundle_and_1_for_anything_else() {
     for file in ["junk.weir", "missing.weir"] {
         let o = run("weir-sender", &["bundle", "inspect", file], d);
         assert_eq!(o.status.code(), Some(1), "{file}: {}", text(&o));
-        assert!(String::from_utf8_lossy(&o.stderr).contains(file), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(file),
+            "{}",
+            text(&o)
+        );
         assert!(o.stdout.is_empty(), "{}", text(&o));
     }
 }

@@ -40,6 +40,9 @@ fn the_readme_demo_prints_its_success_line() {
     );
     let made = std::fs::read(dir.join("app-1.0.weir")).unwrap();
     let staged = std::fs::read(dir.join("rx-spool/staging/app_1.0.weir")).unwrap();
-    assert!(made == staged, "the staged bundle differs from the one made");
+    assert!(
+        made == staged,
+        "the staged bundle differs from the one made"
+    );
     assert!(dir.join("rx-spool/staging/app_1.0.receipt.json").exists());
 }

@@ -97,13 +97,19 @@ fn both_daemons_refuse_a_key_file_others_can_read() {
     let err = String::from_utf8_lossy(&o.stderr);
     // 2: the receiver could not run at all.
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("mode 0640") && err.contains("must be 0600"), "{err}");
+    assert!(
+        err.contains("mode 0640") && err.contains("must be 0600"),
+        "{err}"
+    );
     assert!(err.contains(&key.display().to_string()), "{err}");
     let (bundle, _) = s.bundle("app", 16, 1);
     let o = send_with(&s, Some(&key), &bundle);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("mode 0640") && err.contains("must be 0600"), "{err}");
+    assert!(
+        err.contains("mode 0640") && err.contains("must be 0600"),
+        "{err}"
+    );
 }
 
 /// A receiver with a key of its own, and a 2 MiB bundle sent to it by a

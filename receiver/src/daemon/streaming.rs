@@ -53,6 +53,9 @@ struct Mark {
     handoff: std::collections::VecDeque<(u64, Bytes)>,
     /// Bytes in `handoff`.
     handoff_bytes: usize,
+    /// The offset the reader waits at for more bytes, while it waits:
+    /// where it stopped reading, which tests hold against `ready`.
+    waiting_at: Option<u64>,
 }
 
 impl Mark {
@@ -180,6 +183,12 @@ impl Progress {
             m.handoff_bytes += data.len();
             m.handoff.push_back((offset, data));
         }
+    }
+
+    /// Where the verifier waits for more bytes, if it does.
+    #[cfg(test)]
+    fn waiting_at(&self) -> Option<u64> {
+        self.mark.lock().ok().and_then(|m| m.waiting_at)
     }
 
     /// Stops the verifier.
@@ -336,6 +345,7 @@ impl Trailing {
             .lock()
             .map_err(|_| io::Error::other("progress lock poisoned"))?;
         while m.ready <= self.pos && !m.cancelled {
+            m.waiting_at = Some(self.pos);
             m = self
                 .progress
                 .moved
@@ -343,6 +353,7 @@ impl Trailing {
                 .map_err(|_| io::Error::other("progress lock poisoned"))?
                 .0;
         }
+        m.waiting_at = None;
         if m.cancelled {
             // Not Interrupted: the verification retries those.
             return Err(io::Error::other("transfer cancelled"));
@@ -481,13 +492,28 @@ impl Read for Trailing {
 mod tests {
     use super::*;
 
+    /// Waits (up to 10 s) until the verifier of `p` waits for bytes at
+    /// `offset`.
+    fn wait_until_waiting_at(p: &Progress, offset: u64) {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while p.waiting_at() != Some(offset) {
+            assert!(
+                std::time::Instant::now() < end,
+                "the verifier waits at {:?}, not at {offset}",
+                p.waiting_at()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     #[test]
     fn reads_only_what_is_written_and_stops_when_cancelled() {
         // /var/tmp: a disk filesystem, where direct reads are used.
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let path = dir.path().join("part");
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-        std::fs::write(&path, vec![0u8; data.len()]).unwrap();
+        // Not yet written: sevens, which must never be read.
+        std::fs::write(&path, vec![7u8; data.len()]).unwrap();
         let trust = Arc::new(TrustStore::default());
         let v = Verifier::spawn(
             &path,
@@ -497,17 +523,22 @@ mod tests {
             Handoffs::default(),
         )
         .unwrap();
-        // Written in two steps; the reader must see the final bytes only.
+        // Before anything is written it waits at the start.
+        wait_until_waiting_at(v.progress(), 0);
+        // Written in two steps; the reader must stop exactly where the
+        // first ends, and see the final bytes only.
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        f.write_all_at(&data[..4096 * 300], 0).unwrap();
-        v.progress().advance(4096 * 300);
-        std::thread::sleep(Duration::from_millis(50));
-        f.write_all_at(&data[4096 * 300..], 4096 * 300).unwrap();
+        let first = 4096 * 300;
+        f.write_all_at(&data[..first], 0).unwrap();
+        v.progress().advance(first as u64);
+        wait_until_waiting_at(v.progress(), first as u64);
+        f.write_all_at(&data[first..], first as u64).unwrap();
         // The tail is also handed over in memory, as the writer does.
         v.progress()
-            .hand_over(4096 * 300, Bytes::copy_from_slice(&data[4096 * 300..]));
+            .hand_over(first as u64, Bytes::copy_from_slice(&data[first..]));
         v.progress().advance(data.len() as u64);
         let found = v.finish().unwrap();
+        // Had it read a seven, the digest would differ.
         assert_eq!(found.digest, weir_protocol::digest::digest(&data));
         // Not a bundle: rejected, but the hash is still over every byte.
         assert!(found.verdict.is_err());

@@ -238,3 +238,97 @@ pub fn lossy_proxy(
         }
     }
 }
+
+/// One datagram a [`recording_relay`] passed on.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    /// When it arrived at the relay.
+    pub at: Instant,
+    /// Its header (CRC frames; anything else is passed on unrecorded).
+    pub header: weir_protocol::wire::Header,
+    /// For an end-of-pass frame, the pass that ended.
+    pub pass_ended: Option<u32>,
+    /// For a heartbeat, what it said.
+    pub heartbeat: Option<weir_protocol::Heartbeat>,
+}
+
+/// A relay that passes datagrams on and records them: see
+/// [`recording_relay`].
+#[derive(Debug)]
+pub struct Tap {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    thread: std::thread::JoinHandle<io::Result<()>>,
+}
+
+impl Tap {
+    /// What it recorded so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("tap poisoned").clone()
+    }
+
+    /// Waits for it to stop; everything it recorded.
+    pub fn finish(self) -> io::Result<Vec<Seen>> {
+        self.thread
+            .join()
+            .map_err(|_| io::Error::other("the tap panicked"))??;
+        Ok(std::mem::take(
+            &mut *self.seen.lock().expect("tap poisoned"),
+        ))
+    }
+}
+
+/// Passes every datagram from `inbound` to `dest` unchanged, and records
+/// each CRC frame among them, on its own thread, until nothing arrived for
+/// `idle` (once something did) or `deadline` passed.
+pub fn recording_relay(
+    inbound: UdpSocket,
+    dest: SocketAddr,
+    idle: Duration,
+    deadline: Instant,
+) -> Tap {
+    use weir_protocol::wire::{Integrity, decode_frame};
+    use weir_protocol::{EndOfPass, FrameKind, Heartbeat};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let thread = std::thread::spawn(move || {
+        let out = UdpSocket::bind("127.0.0.1:0")?;
+        inbound.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let mut buf = vec![0u8; 65536];
+        let mut last = None;
+        while Instant::now() < deadline {
+            match inbound.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    let d = buf.get(..n).unwrap_or(&[]);
+                    out.send_to(d, dest)?;
+                    let at = Instant::now();
+                    last = Some(at);
+                    if let Ok(f) = decode_frame(d, &Integrity::Crc32c) {
+                        record.lock().expect("tap poisoned").push(Seen {
+                            at,
+                            header: f.header,
+                            pass_ended: (f.header.kind == FrameKind::EndOfPass)
+                                .then(|| EndOfPass::decode(f.payload).map(|e| e.pass))
+                                .flatten(),
+                            heartbeat: (f.header.kind == FrameKind::Heartbeat)
+                                .then(|| Heartbeat::decode(f.payload))
+                                .flatten(),
+                        });
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if last.is_some_and(|t: Instant| t.elapsed() >= idle) {
+                        break;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    Tap { seen, thread }
+}

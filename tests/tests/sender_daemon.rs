@@ -15,9 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use weir_protocol::{FrameKind, TransferId};
 use weir_protocol::{Reassembler, ReassemblerConfig};
 use weir_tests::bundles::Fixture;
-use weir_tests::udp::{Received, receive};
+use weir_tests::udp::{Received, Seen, Tap, receive, recording_relay};
 
 /// A sender spool, config, keys and trust store in a temporary directory,
 /// aimed at a receiving socket.
@@ -104,6 +105,25 @@ trust = "{trust}"
             .unwrap();
             (got, r.stats())
         })
+    }
+
+    /// Puts a [`recording_relay`] between the sender and the receiving
+    /// socket (rewrites the configuration: call before starting the
+    /// sender). It stops once nothing arrived for `idle`, or after `secs`.
+    fn tap(&mut self, idle: Duration, secs: u64) -> Tap {
+        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx_addr = self.rx.as_ref().unwrap().local_addr().unwrap();
+        let text = std::fs::read_to_string(&self.config).unwrap().replace(
+            &rx_addr.to_string(),
+            &relay.local_addr().unwrap().to_string(),
+        );
+        std::fs::write(&self.config, text).unwrap();
+        recording_relay(
+            relay,
+            rx_addr,
+            idle,
+            Instant::now() + Duration::from_secs(secs),
+        )
     }
 
     /// `weir-sender send` of one bundle; it must exit 0.
@@ -212,24 +232,45 @@ fn the_daemon_refuses_bad_bundles_sends_good_ones_and_beats_when_idle() {
     assert!(terminate(&mut child).success());
 }
 
+/// The pass the sender's saved in-flight state names for its one
+/// transfer in flight.
+fn inflight_pass(s: &Setup) -> u64 {
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.spool("state/inflight.json")).unwrap()).unwrap();
+    state[0]["pass"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pass in {state}"))
+}
+
 #[test]
 fn sigterm_and_sigkill_mid_transfer_lose_nothing() {
-    // Slow enough that the signal lands mid-transfer: 24 MiB at 100 Mbit/s.
+    // Slow enough that the signals land mid-transfer: 24 MiB at 100 Mbit/s,
+    // about 2.5 s a pass.
     let mut s = Setup::new("100Mbit", 2);
     let tmp = s.dir.path().join("big.weir");
     let bytes = s.bundle("big", 24, &tmp);
+    let id = id_of(&bytes);
+    let tap = s.tap(Duration::from_secs(5), 120);
     let outbox = s.spool("outbox");
     let mut child = s.daemon();
     wait_until("the spool", 10, || outbox.exists());
     let rx = s.receiver(1, 120);
     std::fs::rename(&tmp, outbox.join("big.weir")).unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    // SIGTERM: exits 0, the bundle stays in the outbox, the pass is saved.
+    // SIGTERM in the second pass: exits 0, the bundle stays in the
+    // outbox, and the pass is saved.
+    wait_until("the end of the first pass", 30, || {
+        tap.seen()
+            .iter()
+            .any(|f| f.header.transfer == id && f.pass_ended == Some(0))
+    });
+    std::thread::sleep(Duration::from_millis(500));
     assert!(terminate(&mut child).success());
     assert!(outbox.join("big.weir").exists());
     let state = std::fs::read_to_string(s.spool("state/inflight.json")).unwrap();
     assert!(state.contains("big.weir"), "{state}");
-    // Restart, then SIGKILL part way.
+    assert_eq!(inflight_pass(&s), 1, "{state}");
+    // Restart, then SIGKILL part way through the resumed pass.
+    let restarted = Instant::now();
     let mut child = s.daemon();
     std::thread::sleep(Duration::from_millis(1000));
     child.kill().unwrap();
@@ -249,6 +290,24 @@ fn sigterm_and_sigkill_mid_transfer_lose_nothing() {
         s.spool("sent").join("big.weir").exists()
     });
     assert!(terminate(&mut child).success());
+    // After the first restart, only the second pass went out again, under
+    // the same transfer id: no pass 0 ended twice, and pass 1 ended.
+    let seen = tap.finish().unwrap();
+    let ends_after: Vec<u32> = seen
+        .iter()
+        .filter(|f| f.at >= restarted && f.header.transfer == id)
+        .filter_map(|f| f.pass_ended)
+        .collect();
+    assert!(
+        !ends_after.is_empty() && ends_after.iter().all(|p| *p == 1),
+        "passes ended after the restart: {ends_after:?}"
+    );
+    let others: std::collections::BTreeSet<u64> = seen
+        .iter()
+        .map(|f| f.header.transfer)
+        .filter(|t| *t != id && *t != 0)
+        .collect();
+    assert!(others.is_empty(), "other transfer ids: {others:?}");
 }
 
 #[test]
@@ -340,6 +399,15 @@ fn a_file_still_being_copied_in_is_not_taken() {
     assert!(terminate(&mut child).success());
 }
 
+/// The transfer id the sender gives `bytes`.
+fn id_of(bytes: &[u8]) -> u64 {
+    TransferId::from_digest(&weir_protocol::digest::digest(bytes)).0
+}
+
+fn is_shard(f: &Seen) -> bool {
+    matches!(f.header.kind, FrameKind::Data | FrameKind::Parity)
+}
+
 #[test]
 fn an_urgent_bundle_overtakes_a_large_one_in_progress() {
     let mut s = Setup::new("200Mbit", 2);
@@ -347,6 +415,8 @@ fn an_urgent_bundle_overtakes_a_large_one_in_progress() {
     let urgent = s.dir.path().join("hotfix.weir");
     let big_bytes = s.bundle("big", 40, &big);
     let urgent_bytes = s.bundle("hotfix", 1, &urgent);
+    let (big_id, urgent_id) = (id_of(&big_bytes), id_of(&urgent_bytes));
+    let tap = s.tap(Duration::from_secs(3), 90);
     let outbox = s.spool("outbox");
     let mut child = s.daemon();
     wait_until("the spool", 10, || outbox.exists());
@@ -354,6 +424,7 @@ fn an_urgent_bundle_overtakes_a_large_one_in_progress() {
     std::fs::rename(&big, outbox.join("big.weir")).unwrap();
     std::thread::sleep(Duration::from_millis(600));
     std::fs::rename(&urgent, outbox.join("urgent").join("hotfix.weir")).unwrap();
+    let dropped_in = Instant::now();
     let (got, _) = rx.join().unwrap();
     let p = published(&got);
     assert_eq!(p.len(), 2, "{got:?}");
@@ -364,6 +435,69 @@ fn an_urgent_bundle_overtakes_a_large_one_in_progress() {
         s.spool("sent").join("big.weir").exists() && s.spool("sent").join("hotfix.weir").exists()
     });
     assert!(terminate(&mut child).success());
+    let seen = tap.finish().unwrap();
+
+    // 40 MiB: 115 blocks in groups of 16 (interleave 16 at MTU 1500).
+    let group = |f: &Seen| f.header.block / 16;
+    let of = |id: u64| move |f: &&Seen| f.header.transfer == id && is_shard(f);
+    // The big bundle was in progress: part of its first pass went out
+    // before the urgent one was dropped in, not all of it.
+    let before: Vec<&Seen> = seen
+        .iter()
+        .filter(|f| f.at < dropped_in)
+        .filter(of(big_id))
+        .collect();
+    let blocks_before: std::collections::BTreeSet<u32> =
+        before.iter().map(|f| f.header.block).collect();
+    assert!(
+        !blocks_before.is_empty() && blocks_before.len() < 115,
+        "{} of 115 blocks of the big bundle were sent before the urgent one came",
+        blocks_before.len()
+    );
+    // The urgent one went out within one block group: between its arrival
+    // in the outbox and its first frame, the big bundle finished the group
+    // it was in (and, at most, the one its producer had already begun).
+    let first_urgent = seen
+        .iter()
+        .position(|f| f.header.transfer == urgent_id)
+        .expect("no frame of the urgent bundle");
+    let between: std::collections::BTreeSet<u32> = seen[..first_urgent]
+        .iter()
+        .filter(|f| f.at >= dropped_in)
+        .filter(of(big_id))
+        .map(group)
+        .collect();
+    assert!(
+        between.len() <= 2,
+        "the big bundle sent groups {between:?} before the urgent one"
+    );
+    // Then the big bundle resumed its first pass where it had stopped,
+    // with the next group, not from its start.
+    let last_urgent = seen
+        .iter()
+        .rposition(|f| f.header.transfer == urgent_id)
+        .unwrap();
+    let stopped_at = seen[..first_urgent]
+        .iter()
+        .rfind(of(big_id))
+        .map(group)
+        .unwrap();
+    let resumed_at = seen[last_urgent..]
+        .iter()
+        .find(of(big_id))
+        .map(group)
+        .unwrap();
+    assert_eq!(
+        resumed_at,
+        stopped_at + 1,
+        "the big bundle resumed at group {resumed_at}"
+    );
+    assert!(
+        seen[first_urgent..last_urgent]
+            .iter()
+            .all(|f| f.header.transfer != big_id),
+        "the big bundle went on while the urgent one was sent"
+    );
 }
 
 #[test]
@@ -371,7 +505,7 @@ fn ready_status_watchdog_and_heartbeats_while_idle() {
     let mut s = Setup::new("100Mbit", 1);
     let mut notify =
         weir_tests::daemons::NotifySocket::bind(&s.dir.path().join("notify.sock")).unwrap();
-    let rx = s.receiver(1, 2);
+    let tap = s.tap(Duration::from_secs(30), 60);
     let mut child = Command::new(weir_tests::bin::path("weir-sender"))
         .args(["run", "--config"])
         .arg(&s.config)
@@ -386,16 +520,37 @@ fn ready_status_watchdog_and_heartbeats_while_idle() {
             Duration::from_secs(10),
         )
         .unwrap();
-    let drain = notify.drain_until("STOPPING=1", Duration::from_secs(30));
-    let (_, stats) = rx.join().unwrap();
-    // About 2 s idle at a 100 ms interval.
-    assert!(
-        stats.heartbeats >= 10,
-        "heartbeats while idle: {}",
-        stats.heartbeats
-    );
+    let drain = notify.drain_until("STOPPING=1", Duration::from_secs(60));
+    // Idle, it keeps beating: five heartbeats, however long a loaded
+    // machine takes to send them.
+    let beats = || -> Vec<Seen> {
+        tap.seen()
+            .into_iter()
+            .filter(|f| f.header.kind == FrameKind::Heartbeat)
+            .collect()
+    };
+    wait_until("five heartbeats", 30, || beats().len() >= 5);
     assert!(terminate(&mut child).success());
     assert!(drain.join().unwrap(), "STOPPING=1 on SIGTERM");
+    let beats = beats();
+    for b in &beats {
+        let h = b.heartbeat.expect("a heartbeat that does not decode");
+        // What an idle sender says: nothing queued, nothing in flight, and
+        // the interval it was configured with.
+        assert_eq!(
+            (h.queue_len, h.current_transfer, h.interval_ms),
+            (0, 0, 100),
+            "{h:?}"
+        );
+        assert_eq!(b.header.transfer, 0);
+    }
+    // One sender epoch, sequence numbers counting up.
+    assert!(
+        beats
+            .windows(2)
+            .all(|w| w[0].header.epoch == w[1].header.epoch && w[0].header.seq < w[1].header.seq),
+        "{beats:?}"
+    );
 }
 
 #[test]

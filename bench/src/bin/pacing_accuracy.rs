@@ -19,9 +19,11 @@ fn main() -> anyhow::Result<()> {
     for rate in std::env::var("RATES")
         .map(|r| r.split(",").map(str::to_owned).collect::<Vec<_>>())
         .unwrap_or_else(|_| {
-            ["10Mbit", "100Mbit", "1Gbit", "5Gbit", "10Gbit"]
-                .map(String::from)
-                .to_vec()
+            [
+                "10Mbit", "20Mbit", "100Mbit", "400Mbit", "1Gbit", "5Gbit", "10Gbit",
+            ]
+            .map(String::from)
+            .to_vec()
         })
     {
         let rate: Rate = rate.parse()?;

@@ -234,7 +234,8 @@ impl StagingWatch {
                         Some(was) if *was == id => {}
                         Some(_) => bad.push(format!("{name} changed after it appeared")),
                         None => {
-                            let got = std::fs::read(e.path()).unwrap_or_default();
+                            let got = std::fs::read(e.path())
+                                .unwrap_or_else(|err| panic!("reading staging/{name}: {err}"));
                             if got != *bytes {
                                 bad.push(format!(
                                     "{name} appeared with {} of its {} bytes, or other bytes",

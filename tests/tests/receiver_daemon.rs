@@ -927,10 +927,14 @@ fn send_while_the_disk_stops(rate: &str, kib: u64, stop: Duration) -> (String, S
     let rx = &mut s.rx;
     let incoming = rx.spool.join("incoming");
     wait_for("the partial file", Duration::from_secs(30), || {
-        std::fs::read_dir(&incoming).is_ok_and(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
-        })
+        std::fs::read_dir(&incoming)
+            .expect("listing incoming/")
+            .any(|e| {
+                e.expect("listing incoming/")
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".part")
+            })
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", rx.log_text()));
     fs.freeze(true);

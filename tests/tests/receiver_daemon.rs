@@ -890,7 +890,12 @@ impl Drop for FreezableFs {
 /// Sends a bundle of `kib` KiB at `rate` to a receiver whose spool disk
 /// stops for `stop` once the transfer has begun; checks that the bundle
 /// still arrives whole and returns the receiver's log and its metrics.
-fn send_while_the_disk_stops(rate: &str, kib: u64, stop: Duration) -> (String, String) {
+fn send_while_the_disk_stops(
+    rate: &str,
+    kib: u64,
+    stop: Duration,
+    receive_buffer: &str,
+) -> (String, String) {
     let mut s = Setup::new("");
     // The spool (only) on a filesystem that can be frozen; the log stays
     // outside it. Needs root, as CI has.
@@ -907,7 +912,7 @@ fn send_while_the_disk_stops(rate: &str, kib: u64, stop: Duration) -> (String, S
         &rx_dir,
         s.addr,
         &s.trust,
-        "",
+        &format!("receive_buffer = \"{receive_buffer}\""),
         "[limits]\nwrite_queue = \"1MiB\"\n",
     )
     .unwrap();
@@ -958,9 +963,11 @@ fn send_while_the_disk_stops(rate: &str, kib: u64, stop: Duration) -> (String, S
 #[test]
 fn a_disk_that_stops_is_named_as_the_cause_of_the_drops_and_a_later_pass_completes() {
     // 48 MiB at 400 Mbit/s: the disk stops for most of the first pass, far
-    // longer than the socket buffer holds (75 MB arrive meanwhile).
+    // longer than the socket buffer holds (75 MB arrive meanwhile at the
+    // rate; 256 KiB of buffer overflow within 40 ms even at a tenth of it,
+    // as a sender slowed by a loaded machine may send).
     let (log, metrics) =
-        send_while_the_disk_stops("400Mbit", 48 * 1024, Duration::from_millis(1500));
+        send_while_the_disk_stops("400Mbit", 48 * 1024, Duration::from_millis(1500), "256KiB");
     let stalled = metric(&metrics, "weir_receiver_receive_stall_seconds_total");
     assert!(stalled > 0.0, "the loop never waited: {log}");
     assert!(
@@ -983,7 +990,8 @@ fn a_short_disk_stop_the_socket_buffer_absorbs_is_told_as_a_wait_without_loss() 
     // 40 Mbit/s: a 0.5 s stop brings 2.5 MB, which the socket buffer
     // (4 MiB where the kernel caps it) holds; blocks (365 KB) complete every
     // 73 ms, so the 1 MiB write queue is full well before the disk returns.
-    let (log, metrics) = send_while_the_disk_stops("40Mbit", 6 * 1024, Duration::from_millis(500));
+    let (log, metrics) =
+        send_while_the_disk_stops("40Mbit", 6 * 1024, Duration::from_millis(500), "64MiB");
     let stalled = metric(&metrics, "weir_receiver_receive_stall_seconds_total");
     assert!(stalled > 0.0, "the loop never waited: {log}");
     // Whether the kernel kept up is the machine's business (a starved

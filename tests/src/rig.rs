@@ -33,20 +33,19 @@ pub struct Setup {
 impl Setup {
     /// A receiver with `limits` added to its `[limits]` section.
     pub fn new(limits: &str) -> Self {
+        Self::with_link("", limits)
+    }
+
+    /// A receiver with `link` added to its `[link]` section and `limits`
+    /// to its `[limits]` section. It saves its state every 200 ms unless
+    /// `limits` sets `checkpoint_interval`.
+    pub fn with_link(link: &str, limits: &str) -> Self {
         let fx = Fixture::new();
         let dir = tempfile::tempdir().unwrap();
         let trust = dir.path().join("trust.toml");
         std::fs::write(&trust, fx.trust.to_toml()).unwrap();
         let addr = free_udp_addr().unwrap();
-        let rx = ReceiverProc::configure(
-            &crate::bin::path("weir-receiver"),
-            dir.path(),
-            addr,
-            &trust,
-            "",
-            &format!("[limits]\ncheckpoint_interval = \"200ms\"\n{limits}"),
-        )
-        .unwrap();
+        let rx = receiver(dir.path(), addr, &trust, link, limits);
         Self {
             fx,
             dir,
@@ -54,6 +53,14 @@ impl Setup {
             rx,
             addr,
         }
+    }
+
+    /// Configures the receiver anew (same address and trust store) with
+    /// its configuration, log and spool (`rx-spool/`) under `dir`, and
+    /// `link` and `limits` as [`Setup::with_link`] takes them: for a spool
+    /// on a filesystem of its own, mounted at `dir/rx-spool`.
+    pub fn reconfigure(&mut self, dir: &Path, link: &str, limits: &str) {
+        self.rx = receiver(dir, self.addr, &self.trust, link, limits);
     }
 
     /// A signed bundle named `name` version 1 with `kib` KiB of random data.
@@ -65,6 +72,8 @@ impl Setup {
         (out, bytes)
     }
 
+    /// A `weir-sender` configuration aimed at this receiver, sending
+    /// `passes` passes at `rate`.
     pub fn sender_config(&self, rate: &str, passes: u32) -> PathBuf {
         sender_config(self.dir.path(), self.addr, &self.trust, rate, passes, "").unwrap()
     }
@@ -121,6 +130,29 @@ impl Setup {
     }
 }
 
+/// A receiver configured under `dir`; see [`Setup::with_link`].
+fn receiver(dir: &Path, addr: SocketAddr, trust: &Path, link: &str, limits: &str) -> ReceiverProc {
+    let checkpoint = if limits.contains("checkpoint_interval") {
+        ""
+    } else {
+        "checkpoint_interval = \"200ms\"\n"
+    };
+    ReceiverProc::configure(
+        &crate::bin::path("weir-receiver"),
+        dir,
+        addr,
+        trust,
+        link,
+        &format!("[limits]\n{checkpoint}{limits}"),
+    )
+    .unwrap()
+}
+
+/// The transfer id the sender gives a bundle of these bytes.
+pub fn transfer_id(bytes: &[u8]) -> TransferId {
+    TransferId::from_digest(&weir_protocol::digest::digest(bytes))
+}
+
 /// Every frame of one pass over `bytes`, as the sender would make them.
 pub fn frames(bytes: &[u8], name: &str, passes: u32, epoch: u64) -> Vec<Vec<u8>> {
     frames_as(describe(bytes, name), bytes, passes, epoch)
@@ -157,6 +189,23 @@ pub fn blast(to: SocketAddr, grams: &[Vec<u8>]) {
     }
 }
 
+/// The frames of several streams, taken one from each in turn: the part
+/// of each stream from the fraction `from` of its length to `to`.
+pub fn interleave(streams: &[Vec<Vec<u8>>], from: f64, to: f64) -> Vec<Vec<u8>> {
+    let longest = streams.iter().map(Vec::len).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|k| {
+            streams.iter().filter_map(move |f| {
+                let (a, b) = (
+                    (f.len() as f64 * from) as usize,
+                    (f.len() as f64 * to) as usize,
+                );
+                (a..b).contains(&k).then(|| f[k].clone())
+            })
+        })
+        .collect()
+}
+
 /// The value of one metric line, named with its labels; fails the test
 /// if there is none.
 pub fn metric(text: &str, name_and_labels: &str) -> f64 {
@@ -185,28 +234,33 @@ pub fn describe(bytes: &[u8], name: &str) -> TransferDescriptor {
 
 /// Watches `staging/` on a thread, every 2 ms, from start until
 /// [`StagingWatch::finish`]: every name that appears must be one of the
-/// expected bundles or its receipt, and a bundle must hold exactly its
-/// expected bytes the first time it is seen, and never change after.
+/// expected bundles or its receipt, a bundle must hold exactly its
+/// expected bytes the first time it is seen, and never change or vanish
+/// after.
 #[derive(Debug)]
 pub struct StagingWatch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<(Vec<String>, u64)>,
+    thread: std::thread::JoinHandle<(Vec<String>, Vec<String>)>,
 }
 
 impl StagingWatch {
     /// Starts watching `staging`; `expected` maps a bundle's file name
-    /// (`NAME_VERSION.weir`) to its bytes.
+    /// (`NAME_VERSION.weir`) to its bytes. None of them may be there yet.
     pub fn start(staging: PathBuf, expected: Vec<(String, Vec<u8>)>) -> Self {
         use std::os::unix::fs::MetadataExt;
         use std::sync::atomic::Ordering;
+        for (name, _) in &expected {
+            assert!(
+                !staging.join(name).exists(),
+                "{name} is in staging/ already"
+            );
+        }
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut bad = Vec::new();
             let mut seen: std::collections::HashMap<String, (u64, i64, i64)> = Default::default();
-            let mut looks = 0u64;
             while !flag.load(Ordering::Relaxed) {
-                looks += 1;
                 let entries = match std::fs::read_dir(&staging) {
                     Ok(rd) => rd,
                     Err(e) => {
@@ -214,8 +268,15 @@ impl StagingWatch {
                         break;
                     }
                 };
+                let mut present = Vec::new();
                 for e in entries {
-                    let e = e.expect("reading staging/");
+                    let e = match e {
+                        Ok(e) => e,
+                        Err(err) => {
+                            bad.push(format!("listing staging/: {err}"));
+                            continue;
+                        }
+                    };
                     let name = e.file_name().to_string_lossy().into_owned();
                     let Some((_, bytes)) = expected.iter().find(|(f, _)| {
                         *f == name
@@ -228,7 +289,13 @@ impl StagingWatch {
                     if !name.ends_with(".weir") {
                         continue;
                     }
-                    let Ok(m) = e.metadata() else { continue };
+                    let m = match e.metadata() {
+                        Ok(m) => m,
+                        Err(err) => {
+                            bad.push(format!("{name} vanished: {err}"));
+                            continue;
+                        }
+                    };
                     let id = (m.ino(), m.mtime(), m.mtime_nsec());
                     match seen.get(&name) {
                         Some(was) if *was == id => {}
@@ -243,27 +310,35 @@ impl StagingWatch {
                                     bytes.len()
                                 ));
                             }
-                            seen.insert(name, id);
+                            seen.insert(name.clone(), id);
                         }
+                    }
+                    present.push(name);
+                }
+                for name in seen.keys() {
+                    if !present.contains(name) {
+                        bad.push(format!("{name} vanished from staging/"));
                     }
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }
-            (bad, looks)
+            let unseen = expected
+                .iter()
+                .map(|(f, _)| f.clone())
+                .filter(|f| !seen.contains_key(f))
+                .collect();
+            (bad, unseen)
         });
         Self { stop, thread }
     }
 
-    /// Stops watching; fails the test on anything wrong it saw, or if it
-    /// looked fewer than `min_looks` times.
-    pub fn finish(self, min_looks: u64) {
+    /// Stops watching; fails the test on anything wrong it saw, or if an
+    /// expected bundle never appeared while it watched.
+    pub fn finish(self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (bad, looks) = self.thread.join().expect("the staging watcher panicked");
+        let (bad, unseen) = self.thread.join().expect("the staging watcher panicked");
         assert!(bad.is_empty(), "{bad:?}");
-        assert!(
-            looks >= min_looks,
-            "staging/ was looked at only {looks} times"
-        );
+        assert!(unseen.is_empty(), "never seen in staging/: {unseen:?}");
     }
 }
 

@@ -147,7 +147,12 @@ fn verify_exits_0_when_valid_1_when_rejected_and_2_when_it_cannot_run() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("rejected") && t.contains("hash_mismatch"), "{t}");
-    // A key the store does not hold: rejected too.
+    // Inspecting reads, and verifies nothing: the tampered bundle still
+    // inspects with exit 0.
+    let o = run("weir-sender", &["bundle", "inspect", "tampered.weir"], d);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("(not verified here)"), "{}", text(&o));
+    // A key the store holds but revoked: rejected too.
     let o = run(
         "weir-receiver",
         &["trust", "revoke", "--trust", "trust.toml", "ci"],

@@ -11,9 +11,9 @@ use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Datagram buffers per batch; each holds one GRO super-datagram.
-const BATCH: usize = 32;
+pub const BATCH: usize = 32;
 /// Largest GRO super-datagram.
-const BUF_LEN: usize = 65536;
+pub const BUF_LEN: usize = 65536;
 
 /// The receiving socket with its batch buffers.
 #[derive(Debug)]

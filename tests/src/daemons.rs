@@ -54,6 +54,21 @@ pub fn free_udp_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// `GET /metrics` from the endpoint at `addr`.
+pub fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").context("no HTTP header")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("metrics answered {head}");
+    }
+    Ok(body.to_owned())
+}
+
 /// A `weir-receiver run` with its spool under `dir`.
 #[derive(Debug)]
 pub struct ReceiverProc {
@@ -164,17 +179,7 @@ listen = "127.0.0.1:0"
 
     /// `GET /metrics`.
     pub fn scrape(&self) -> anyhow::Result<String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.metrics_addr()?)?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        let (head, body) = out.split_once("\r\n\r\n").context("no HTTP header")?;
-        if !head.starts_with("HTTP/1.1 200") {
-            bail!("metrics answered {head}");
-        }
-        Ok(body.to_owned())
+        scrape(self.metrics_addr()?)
     }
 
     /// Files in a spool directory (`staging`, `quarantine`, ...), sorted.

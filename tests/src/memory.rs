@@ -24,15 +24,13 @@ use weir_receiver::config::Settings;
 /// slack: what a receiver holds with nothing in flight, and then some.
 pub const MARGIN: u64 = 32 << 20;
 
-/// Datagram buffers of the listening socket (`socket.rs`: 32 GRO buffers
-/// of 64 KiB).
-const SOCKET_BUFFERS: u64 = 32 * 65536;
-/// Block buffers that may be on their way back to the core at once
-/// (`recycle.rs`).
-const RECYCLED_BLOCKS: u64 = 64;
-/// Each verifier reads the partial file in chunks of this size
-/// (`streaming.rs`).
-const VERIFIER_CHUNK: u64 = 1 << 20;
+/// Datagram buffers of the listening socket.
+const SOCKET_BUFFERS: u64 = (weir_receiver::socket::BATCH * weir_receiver::socket::BUF_LEN) as u64;
+/// Block buffers that may be on their way back to the core at once.
+const RECYCLED_BLOCKS: u64 = weir_receiver::daemon::recycle::BACKLOG as u64;
+/// Each verifier's read buffer (and its alignment slack).
+const VERIFIER_CHUNK: u64 =
+    weir_receiver::daemon::streaming::CHUNK as u64 + weir_receiver::daemon::direct::ALIGN;
 /// Data shards per block at the sender's default coding.
 const SHARDS_PER_BLOCK: u64 = 256;
 
@@ -124,7 +122,13 @@ mod tests {
         let block = 256 * 1424;
         assert_eq!(
             b.total(),
-            (64 << 20) + (8 << 20) + (32 << 20) + 32 * 65536 + 64 * block + 4 * (1 << 20) + MARGIN
+            (64 << 20)
+                + (8 << 20)
+                + (32 << 20)
+                + 32 * 65536
+                + 64 * block
+                + 4 * ((1 << 20) + 4096)
+                + MARGIN
         );
         assert!(b.to_string().contains("limits.memory 64.0"), "{b}");
     }

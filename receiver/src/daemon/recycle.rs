@@ -18,7 +18,7 @@ use bytes::Bytes;
 /// Buffers in flight back to the receive loop; more are simply dropped.
 /// Each block comes back twice (writer and verifier), and a whole
 /// interleaved group of blocks finishes at once.
-const BACKLOG: usize = 64;
+pub const BACKLOG: usize = 64;
 
 /// The giving end, cloned into the writer and every verifier.
 #[derive(Debug, Clone)]

@@ -274,7 +274,7 @@ impl Verifier {
 }
 
 /// Bytes read from the partial file at once.
-const CHUNK: usize = 1 << 20;
+pub const CHUNK: usize = 1 << 20;
 
 /// The partial file opened for direct reads: the blocks were written with
 /// direct I/O, and reading them through the page cache would cost a page

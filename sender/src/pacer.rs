@@ -109,6 +109,63 @@ mod tests {
         }
     }
 
+    /// Sends `batches` batches of `batch` bytes through a bucket on a fake
+    /// clock that wakes each sleeper up to `late` after it asked (a fixed
+    /// pseudo-random sequence); returns the time of every send.
+    fn schedule(rate: Rate, batch: usize, batches: usize, late: Duration) -> Vec<Duration> {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut p = Pacer::new(rate, batch, now);
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut sends = Vec::with_capacity(batches);
+        for _ in 0..batches {
+            loop {
+                let d = p.delay(now, batch);
+                if d.is_zero() {
+                    break;
+                }
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let nanos = late.as_nanos() as u64;
+                now += d + Duration::from_nanos(if nanos == 0 { 0 } else { x % nanos });
+            }
+            p.consume(now, batch);
+            sends.push(now - t0);
+        }
+        sends
+    }
+
+    #[test]
+    fn no_second_of_the_schedule_exceeds_the_rate_by_two_percent() {
+        for (rate, frames) in [
+            ("20Mbit", 1),
+            ("100Mbit", 8),
+            ("400Mbit", 33),
+            ("1Gbit", 64),
+        ] {
+            let rate: Rate = rate.parse().unwrap();
+            let batch = frames * 1472;
+            // 2.5 s of batches.
+            let n = (rate.bytes_per_sec() * 2.5 / batch as f64) as usize;
+            for late in [Duration::ZERO, Duration::from_micros(200)] {
+                let sends = schedule(rate, batch, n, late);
+                // Every window of one second, starting at any send.
+                let mut end = 0;
+                for (start, t) in sends.iter().enumerate() {
+                    while end < sends.len() && sends[end] < *t + Duration::from_secs(1) {
+                        end += 1;
+                    }
+                    let ratio = ((end - start) * batch) as f64 / rate.bytes_per_sec();
+                    assert!(
+                        ratio <= 1.02,
+                        "{rate}, late by up to {late:?}: {ratio:.4} of the rate in the second from {t:?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn never_bursts_more_than_the_bucket() {
         let rate: Rate = "100Mbit".parse().unwrap();

@@ -253,11 +253,12 @@ pub struct Seen {
 }
 
 /// A relay that passes datagrams on and records them: see
-/// [`recording_relay`].
+/// [`recording_relay`]. Dropped, it stops.
 #[derive(Debug)]
 pub struct Tap {
     seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
-    thread: std::thread::JoinHandle<io::Result<()>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
 
 impl Tap {
@@ -266,20 +267,37 @@ impl Tap {
         self.seen.lock().expect("tap poisoned").clone()
     }
 
-    /// Waits for it to stop; everything it recorded.
-    pub fn finish(self) -> io::Result<Vec<Seen>> {
-        self.thread
-            .join()
-            .map_err(|_| io::Error::other("the tap panicked"))??;
+    /// Whether anything recorded so far matches `pred` (looked at in
+    /// place: the relay waits meanwhile, so keep it cheap).
+    pub fn any(&self, pred: impl FnMut(&Seen) -> bool) -> bool {
+        self.seen.lock().expect("tap poisoned").iter().any(pred)
+    }
+
+    /// Waits for it to stop by itself; everything it recorded.
+    pub fn finish(mut self) -> io::Result<Vec<Seen>> {
+        if let Some(t) = self.thread.take() {
+            t.join()
+                .map_err(|_| io::Error::other("the tap panicked"))??;
+        }
         Ok(std::mem::take(
             &mut *self.seen.lock().expect("tap poisoned"),
         ))
     }
 }
 
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Passes every datagram from `inbound` to `dest` unchanged, and records
 /// each CRC frame among them, on its own thread, until nothing arrived for
-/// `idle` (once something did) or `deadline` passed.
+/// `idle` (once something did), `deadline` passed, or the [`Tap`] is
+/// dropped.
 pub fn recording_relay(
     inbound: UdpSocket,
     dest: SocketAddr,
@@ -290,12 +308,14 @@ pub fn recording_relay(
     use weir_protocol::{EndOfPass, FrameKind, Heartbeat};
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let record = seen.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
     let thread = std::thread::spawn(move || {
         let out = UdpSocket::bind("127.0.0.1:0")?;
         inbound.set_read_timeout(Some(Duration::from_millis(20)))?;
         let mut buf = vec![0u8; 65536];
         let mut last = None;
-        while Instant::now() < deadline {
+        while Instant::now() < deadline && !stopped.load(std::sync::atomic::Ordering::Relaxed) {
             match inbound.recv_from(&mut buf) {
                 Ok((n, _)) => {
                     let d = buf.get(..n).unwrap_or(&[]);
@@ -330,7 +350,11 @@ pub fn recording_relay(
         }
         Ok(())
     });
-    Tap { seen, thread }
+    Tap {
+        seen,
+        stop,
+        thread: Some(thread),
+    }
 }
 
 /// Receives on `socket` with UDP GRO (through quinn-udp, which also turns

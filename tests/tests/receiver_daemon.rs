@@ -188,9 +188,14 @@ fn kill_9_mid_transfer_then_restart_resumes_and_never_shows_a_partial_file() {
     );
 }
 
+/// Bundles by staged file name, with their bytes.
+type Bundles = Vec<(String, Vec<u8>)>;
+/// Each transfer's frames.
+type Streams = Vec<Vec<Vec<u8>>>;
+
 /// Three bundles of 8 MiB (24 blocks each), and the frames of two passes
 /// over each.
-fn three_in_flight(s: &Setup) -> (Vec<(String, Vec<u8>)>, Vec<Vec<Vec<u8>>>) {
+fn three_in_flight(s: &Setup) -> (Bundles, Streams) {
     let bundles: Vec<(String, Vec<u8>)> = (0..3u64)
         .map(|i| {
             let (_, b) = s.bundle(&format!("multi{i}"), 8 * 1024, 60 + i);

@@ -57,11 +57,12 @@ fn send_with_holes(to: SocketAddr, bundles: &[(String, Vec<u8>)]) {
                 return false;
             };
             let f = decode_frame(&out, &Check::Crc32c).unwrap();
-            let hole = t.pass == 0 && f.header.kind == FrameKind::Data && f.header.shard % 3 == 0;
+            let hole =
+                t.pass == 0 && f.header.kind == FrameKind::Data && f.header.shard.is_multiple_of(3);
             if !hole {
                 socket.send_to(&out, to).unwrap();
                 sent += 1;
-                if sent % 48 == 0 {
+                if sent.is_multiple_of(48) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }

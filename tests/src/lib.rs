@@ -15,6 +15,7 @@ pub mod bundles;
 pub mod daemons;
 pub mod link;
 pub mod memory;
+pub mod netns;
 pub mod rig;
 pub mod sim;
 pub mod udp;

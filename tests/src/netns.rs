@@ -713,17 +713,6 @@ pub struct Counters {
     pub tx_received: u64,
 }
 
-/// A metric's value from Prometheus text, if it is there.
-pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| {
-            l.strip_prefix(name_and_labels)
-                .is_some_and(|rest| rest.starts_with(' '))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// What the kernel counted next to what the receiver reported, for one
 /// receiver run on a link whose counters started with it.
 #[derive(Debug, Clone, Default)]
@@ -745,7 +734,7 @@ pub struct Accounting {
 impl Accounting {
     /// Reads both sides.
     pub fn new(kernel: Counters, metrics: &str) -> Self {
-        let m = |name: &str| metric(metrics, name).unwrap_or(0.0) as u64;
+        let m = |name: &str| crate::rig::metric(metrics, name) as u64;
         Self {
             kernel,
             received: m("weir_receiver_frames_received_total"),
@@ -1184,12 +1173,20 @@ trust = "{trust}"
         Ok(())
     }
 
-    /// The journal: one record per bundle whose every pass went out.
+    /// The journal: one record per bundle whose every pass went out (none
+    /// before the first). A line that is not a record fails the test.
     pub fn journal(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.spool.join("journal.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
+        let path = self.spool.join("journal.jsonl");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => panic!("reading {}: {e}", path.display()),
+        };
+        text.lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("{} holds {l:?}: {e}", path.display()))
+            })
             .collect()
     }
 
@@ -1202,22 +1199,23 @@ trust = "{trust}"
     }
 }
 
-/// Names in a directory, sorted (none if it does not exist).
+/// Names in a directory, sorted; none if it does not exist (a sender
+/// makes some of its directories only when it needs them). Any other
+/// error fails the test.
 fn list(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("listing {}: {e}", dir.display()),
+    };
+    let mut v: Vec<String> = rd
+        .map(|e| {
+            e.unwrap_or_else(|err| panic!("listing {}: {err}", dir.display()))
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
         })
-        .unwrap_or_default();
+        .collect();
     v.sort();
     v
-}
-
-/// The BLAKE3 of a file, streaming.
-pub fn file_hash(path: &Path) -> anyhow::Result<blake3::Hash> {
-    let mut h = blake3::Hasher::new();
-    h.update_reader(std::fs::File::open(path)?)?;
-    Ok(h.finalize())
 }

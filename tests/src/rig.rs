@@ -209,11 +209,27 @@ pub fn interleave(streams: &[Vec<Vec<u8>>], from: f64, to: f64) -> Vec<Vec<u8>> 
 /// The value of one metric line, named with its labels; fails the test
 /// if there is none.
 pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    metric_if_any(text, name_and_labels)
+        .unwrap_or_else(|| panic!("no {name_and_labels} in\n{text}"))
+}
+
+/// The value of one metric line, if there is one: for a labelled series
+/// that appears only once it has counted something.
+pub fn metric_if_any(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines()
-        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .find(|l| {
+            l.strip_prefix(name_and_labels)
+                .is_some_and(|rest| rest.starts_with(' '))
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name_and_labels} in\n{text}"))
+}
+
+/// The BLAKE3 of a file, read in a stream.
+pub fn file_hash(path: &Path) -> std::io::Result<blake3::Hash> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path)?)?;
+    Ok(h.finalize())
 }
 
 /// The descriptor the sender makes for `bytes` at MTU 1500.
@@ -234,21 +250,23 @@ pub fn describe(bytes: &[u8], name: &str) -> TransferDescriptor {
 
 /// Watches `staging/` on a thread, every 2 ms, from start until
 /// [`StagingWatch::finish`]: every name that appears must be one of the
-/// expected bundles or its receipt, a bundle must hold exactly its
-/// expected bytes the first time it is seen, and never change or vanish
-/// after.
+/// expected bundles or its receipt, a bundle must hash to exactly what is
+/// expected the first time it is seen, and it must never change or vanish
+/// after. Dropped unfinished (a test failing elsewhere), it stops.
 #[derive(Debug)]
 pub struct StagingWatch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<(Vec<String>, Vec<String>)>,
+    thread: Option<std::thread::JoinHandle<Watched>>,
 }
+
+/// What a [`StagingWatch`] saw wrong, and the bundles it never saw.
+type Watched = (Vec<String>, Vec<String>);
 
 impl StagingWatch {
     /// Starts watching `staging`; `expected` maps a bundle's file name
-    /// (`NAME_VERSION.weir`) to its bytes. None of them may be there yet.
-    pub fn start(staging: PathBuf, expected: Vec<(String, Vec<u8>)>) -> Self {
-        use std::os::unix::fs::MetadataExt;
-        use std::sync::atomic::Ordering;
+    /// (`NAME_VERSION.weir`) to the BLAKE3 of its bytes. None of them may
+    /// be there yet.
+    pub fn start(staging: PathBuf, expected: Vec<(String, blake3::Hash)>) -> Self {
         for (name, _) in &expected {
             assert!(
                 !staging.join(name).exists(),
@@ -257,89 +275,122 @@ impl StagingWatch {
         }
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut bad = Vec::new();
-            let mut seen: std::collections::HashMap<String, (u64, i64, i64)> = Default::default();
-            while !flag.load(Ordering::Relaxed) {
-                let entries = match std::fs::read_dir(&staging) {
-                    Ok(rd) => rd,
-                    Err(e) => {
-                        bad.push(format!("listing staging/: {e}"));
-                        break;
-                    }
-                };
-                let mut present = Vec::new();
-                for e in entries {
-                    let e = match e {
-                        Ok(e) => e,
-                        Err(err) => {
-                            bad.push(format!("listing staging/: {err}"));
-                            continue;
-                        }
-                    };
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let Some((_, bytes)) = expected.iter().find(|(f, _)| {
-                        *f == name
-                            || f.strip_suffix(".weir").map(|s| format!("{s}.receipt.json"))
-                                == Some(name.clone())
-                    }) else {
-                        bad.push(format!("unexpected {name}"));
-                        continue;
-                    };
-                    if !name.ends_with(".weir") {
-                        continue;
-                    }
-                    let m = match e.metadata() {
-                        Ok(m) => m,
-                        Err(err) => {
-                            bad.push(format!("{name} vanished: {err}"));
-                            continue;
-                        }
-                    };
-                    let id = (m.ino(), m.mtime(), m.mtime_nsec());
-                    match seen.get(&name) {
-                        Some(was) if *was == id => {}
-                        Some(_) => bad.push(format!("{name} changed after it appeared")),
-                        None => {
-                            let got = std::fs::read(e.path())
-                                .unwrap_or_else(|err| panic!("reading staging/{name}: {err}"));
-                            if got != *bytes {
-                                bad.push(format!(
-                                    "{name} appeared with {} of its {} bytes, or other bytes",
-                                    got.len(),
-                                    bytes.len()
-                                ));
-                            }
-                            seen.insert(name.clone(), id);
-                        }
-                    }
-                    present.push(name);
-                }
-                for name in seen.keys() {
-                    if !present.contains(name) {
-                        bad.push(format!("{name} vanished from staging/"));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            let unseen = expected
-                .iter()
-                .map(|(f, _)| f.clone())
-                .filter(|f| !seen.contains_key(f))
-                .collect();
-            (bad, unseen)
-        });
-        Self { stop, thread }
+        let thread = std::thread::spawn(move || watch(&staging, &expected, &flag));
+        Self {
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// Stops watching; fails the test on anything wrong it saw, or if an
     /// expected bundle never appeared while it watched.
-    pub fn finish(self) {
+    pub fn finish(mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (bad, unseen) = self.thread.join().expect("the staging watcher panicked");
+        let (bad, unseen) = self
+            .thread
+            .take()
+            .expect("finished once")
+            .join()
+            .expect("the staging watcher panicked");
         assert!(bad.is_empty(), "{bad:?}");
         assert!(unseen.is_empty(), "never seen in staging/: {unseen:?}");
     }
+}
+
+impl Drop for StagingWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The loop of a [`StagingWatch`].
+fn watch(
+    staging: &Path,
+    expected: &[(String, blake3::Hash)],
+    stop: &std::sync::atomic::AtomicBool,
+) -> Watched {
+    use std::os::unix::fs::MetadataExt;
+    let mut bad = Vec::new();
+    // Each bundle seen, with the identity of its file then.
+    let mut seen: std::collections::HashMap<String, (u64, i64, i64)> = Default::default();
+    let expected_name = |name: &str| {
+        expected.iter().find(|(f, _)| {
+            f == name
+                || f.strip_suffix(".weir")
+                    .map(|s| format!("{s}.receipt.json"))
+                    .as_deref()
+                    == Some(name)
+        })
+    };
+    loop {
+        // One more look after the stop: what the test saw before it
+        // stopped the watch, the watch sees too.
+        let last = stop.load(std::sync::atomic::Ordering::Relaxed);
+        let entries = match std::fs::read_dir(staging) {
+            Ok(rd) => rd,
+            Err(e) => {
+                bad.push(format!("listing staging/: {e}"));
+                break;
+            }
+        };
+        let mut present = Vec::new();
+        for e in entries {
+            let e = match e {
+                Ok(e) => e,
+                Err(err) => {
+                    bad.push(format!("listing staging/: {err}"));
+                    continue;
+                }
+            };
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((_, hash)) = expected_name(&name) else {
+                bad.push(format!("unexpected {name}"));
+                continue;
+            };
+            if !name.ends_with(".weir") {
+                continue;
+            }
+            let m = match e.metadata() {
+                Ok(m) => m,
+                Err(err) => {
+                    bad.push(format!("{name} vanished: {err}"));
+                    continue;
+                }
+            };
+            let id = (m.ino(), m.mtime(), m.mtime_nsec());
+            match seen.get(&name) {
+                Some(was) if *was == id => {}
+                Some(_) => bad.push(format!("{name} changed after it appeared")),
+                None => {
+                    let got = file_hash(&e.path())
+                        .unwrap_or_else(|err| panic!("reading staging/{name}: {err}"));
+                    if got != *hash {
+                        bad.push(format!(
+                            "{name} appeared with other bytes ({} of them)",
+                            m.len()
+                        ));
+                    }
+                    seen.insert(name.clone(), id);
+                }
+            }
+            present.push(name);
+        }
+        for name in seen.keys() {
+            if !present.contains(name) {
+                bad.push(format!("{name} vanished from staging/"));
+            }
+        }
+        if last {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let unseen = expected
+        .iter()
+        .map(|(f, _)| f.clone())
+        .filter(|f| !seen.contains_key(f))
+        .collect();
+    (bad, unseen)
 }
 
 /// Blocks on record in each saved state of `incoming/`: (transfer id, blocks

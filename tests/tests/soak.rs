@@ -31,7 +31,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use weir_tests::bundles::Fixture;
 use weir_tests::daemons::wait_for;
-use weir_tests::netns::{Faults, Link, Receiver, Sender, file_hash, metric};
+use weir_tests::netns::{Faults, Link, Receiver, Sender};
+use weir_tests::rig::{file_hash, metric};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -190,10 +191,8 @@ fn bundles_survive_bursty_loss_and_repeated_kill_9_of_both_sides() {
                 if is_rx {
                     // Its counters start again with the next run.
                     if let Ok(text) = rx.scrape(&link) {
-                        rx_lost_before +=
-                            metric(&text, "weir_receiver_frames_lost_total").unwrap_or(0.0);
-                        rx_drops_before +=
-                            metric(&text, "weir_receiver_kernel_drops_total").unwrap_or(0.0);
+                        rx_lost_before += metric(&text, "weir_receiver_frames_lost_total");
+                        rx_drops_before += metric(&text, "weir_receiver_kernel_drops_total");
                     }
                     rx.proc.kill9().unwrap();
                 } else {
@@ -282,8 +281,8 @@ fn bundles_survive_bursty_loss_and_repeated_kill_9_of_both_sides() {
     assert_eq!(k.tx_received, 0, "{k:?}");
     let journal = tx.journal();
     let rx_log = rx.proc.log_text();
-    let lost = rx_lost_before + metric(&text, "weir_receiver_frames_lost_total").unwrap_or(0.0);
-    let drops = rx_drops_before + metric(&text, "weir_receiver_kernel_drops_total").unwrap_or(0.0);
+    let lost = rx_lost_before + metric(&text, "weir_receiver_frames_lost_total");
+    let drops = rx_drops_before + metric(&text, "weir_receiver_kernel_drops_total");
     eprintln!(
         "soak: seed {seed}, {secs} s of sending ({sending_ended:.0?} with the last kill's \
          restart), drained after {drained:.0?}\n\

@@ -69,6 +69,42 @@ pub fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
     Ok(body.to_owned())
 }
 
+/// Writes `dir/receiver.toml` for a receiver listening on `listen`, its
+/// spool at `dir/rx-spool`, metrics on a free port of 127.0.0.1: `[link]`
+/// keys go in `link_extra`, other sections in `extra`. Returns the
+/// configuration's path and the spool's.
+pub fn receiver_config(
+    dir: &Path,
+    listen: SocketAddr,
+    trust: &Path,
+    link_extra: &str,
+    extra: &str,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let spool = dir.join("rx-spool");
+    let config = dir.join("receiver.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[link]
+listen = "{listen}"
+{link_extra}
+
+[spool]
+root = "{spool}"
+trust = "{trust}"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+{extra}
+"#,
+            spool = spool.display(),
+            trust = trust.display(),
+        ),
+    )?;
+    Ok((config, spool))
+}
+
 /// A `weir-receiver run` with its spool under `dir`.
 #[derive(Debug)]
 pub struct ReceiverProc {
@@ -94,28 +130,7 @@ impl ReceiverProc {
         link_extra: &str,
         extra: &str,
     ) -> anyhow::Result<Self> {
-        let spool = dir.join("rx-spool");
-        let config = dir.join("receiver.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[link]
-listen = "{listen}"
-{link_extra}
-
-[spool]
-root = "{spool}"
-trust = "{trust}"
-
-[metrics]
-listen = "127.0.0.1:0"
-
-{extra}
-"#,
-                spool = spool.display(),
-                trust = trust.display(),
-            ),
-        )?;
+        let (config, spool) = receiver_config(dir, listen, trust, link_extra, extra)?;
         Ok(Self {
             config,
             spool,
@@ -227,7 +242,8 @@ impl Drop for ReceiverProc {
     }
 }
 
-/// Writes a sender configuration aimed at `destination`.
+/// Writes a sender configuration aimed at `destination`, bound to a free
+/// port of 127.0.0.1; see [`sender_config_from`].
 pub fn sender_config(
     dir: &Path,
     destination: SocketAddr,
@@ -236,13 +252,40 @@ pub fn sender_config(
     passes: u32,
     extra: &str,
 ) -> anyhow::Result<PathBuf> {
+    sender_config_from(
+        dir,
+        "127.0.0.1:0",
+        destination,
+        trust,
+        rate,
+        passes,
+        "",
+        extra,
+    )
+}
+
+/// Writes `dir/sender.toml` for a sender bound to `bind`, aimed at
+/// `destination`, with its spool at `dir/tx-spool`: short pauses and
+/// heartbeats, no settle time. `[transfer]` keys go in `transfer_extra`,
+/// other sections in `extra`.
+#[allow(clippy::too_many_arguments)]
+pub fn sender_config_from(
+    dir: &Path,
+    bind: &str,
+    destination: SocketAddr,
+    trust: &Path,
+    rate: &str,
+    passes: u32,
+    transfer_extra: &str,
+    extra: &str,
+) -> anyhow::Result<PathBuf> {
     let config = dir.join("sender.toml");
     std::fs::write(
         &config,
         format!(
             r#"[link]
 destination = "{destination}"
-bind = "127.0.0.1:0"
+bind = "{bind}"
 rate = "{rate}"
 
 [transfer]
@@ -250,6 +293,7 @@ passes = {passes}
 pass_pause = "200ms"
 heartbeat_interval = "200ms"
 settle_time = "0s"
+{transfer_extra}
 
 [spool]
 root = "{spool}"

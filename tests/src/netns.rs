@@ -997,31 +997,12 @@ impl Receiver {
         rate: &str,
         limits: &str,
     ) -> anyhow::Result<Self> {
-        let spool = dir.join("rx-spool");
-        let config = dir.join("receiver.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[link]
-listen = "{listen}"
-rate = "{rate}"
-receive_buffer = "64MiB"
-
-[spool]
-root = "{spool}"
-trust = "{trust}"
-
-[metrics]
-listen = "127.0.0.1:0"
-
-[limits]
-checkpoint_interval = "200ms"
-{limits}
-"#,
-                listen = rx_listen(),
-                spool = spool.display(),
-                trust = trust.display(),
-            ),
+        let (config, spool) = crate::daemons::receiver_config(
+            dir,
+            rx_listen(),
+            trust,
+            &format!("rate = \"{rate}\"\nreceive_buffer = \"64MiB\""),
+            &format!("[limits]\ncheckpoint_interval = \"200ms\"\n{limits}"),
         )?;
         let proc = NsProc::new(
             link,
@@ -1107,30 +1088,15 @@ impl Sender {
         transfer_extra: &str,
     ) -> anyhow::Result<Self> {
         let spool = dir.join("tx-spool");
-        let config = dir.join("sender.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[link]
-destination = "{destination}"
-bind = "{TX_ADDR}:0"
-rate = "{rate}"
-
-[transfer]
-passes = {passes}
-pass_pause = "200ms"
-heartbeat_interval = "200ms"
-settle_time = "0s"
-{transfer_extra}
-
-[spool]
-root = "{spool}"
-trust = "{trust}"
-"#,
-                destination = rx_listen(),
-                spool = spool.display(),
-                trust = trust.display(),
-            ),
+        let config = crate::daemons::sender_config_from(
+            dir,
+            &format!("{TX_ADDR}:0"),
+            rx_listen(),
+            trust,
+            rate,
+            passes,
+            transfer_extra,
+            "",
         )?;
         let proc = NsProc::new(
             link,

@@ -1,32 +1,35 @@
-//! Arbitrary bytes as a bundle: the reader never panics, and never
-//! accepts a bundle whose signature it could not check (the trust store
-//! here is empty, so every verification must fail). Verification with the
-//! transfer digest gives the same verdict (also when the reader lends its
-//! bytes), and the digest of every byte, fed whole or in two pieces.
+//! Arbitrary bytes as a bundle: the verifier never panics, never accepts a
+//! bundle whose signature it could not check (the trust store here is
+//! empty, so every verdict is a rejection), and gives the same verdict and
+//! digest whether it is fed the bytes whole or in pieces. The digest is
+//! that of every byte.
 #![no_main]
 
 use std::time::SystemTime;
 
 use libfuzzer_sys::fuzz_target;
-use weir_protocol::bundle::{TrustStore, inspect, verify, verify_digest, verify_digest_lent};
-use weir_protocol::digest::{Digester, digest};
+use weir_bundle::{BundleInspector, BundleVerifier, TrustStore};
+use weir_protocol::digest::digest;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = inspect(data);
+    let mut inspector = BundleInspector::new();
+    inspector.feed(data);
+    let _ = inspector.finish();
+    let trust = TrustStore::default();
     let now = SystemTime::now();
-    let alone = verify(data, &TrustStore::default(), now);
-    assert!(alone.is_err());
-    let both = verify_digest(data, &TrustStore::default(), now).expect("memory cannot fail");
-    assert_eq!(both.verdict, alone);
-    let whole = digest(data);
-    assert_eq!(both.digest, whole);
-    assert_eq!(both.len, data.len() as u64);
-    let lent = verify_digest_lent(data, &TrustStore::default(), now).expect("memory cannot fail");
-    assert_eq!(lent.verdict, alone);
-    assert_eq!((lent.digest, lent.len), (whole, both.len));
-    let cut = data.first().map_or(0, |&b| usize::from(b)).min(data.len());
-    let mut d = Digester::new();
-    d.update(&data[..cut]);
-    d.update(&data[cut..]);
-    assert_eq!(d.finalize(), whole);
+    let mut whole = BundleVerifier::new(&trust, now);
+    whole.feed(data);
+    let whole = whole.finish();
+    assert!(whole.verdict.is_err());
+    assert_eq!(whole.digest, digest(data));
+    assert_eq!(whole.len, data.len() as u64);
+    // Pieces of a size the input chooses.
+    let step = data.first().map_or(1, |&b| usize::from(b % 61) + 1);
+    let mut pieces = BundleVerifier::new(&trust, now);
+    for piece in data.chunks(step) {
+        pieces.feed(piece);
+    }
+    let pieces = pieces.finish();
+    assert_eq!(pieces.verdict, whole.verdict);
+    assert_eq!((pieces.digest, pieces.len), (whole.digest, whole.len));
 });

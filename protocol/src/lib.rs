@@ -23,13 +23,11 @@
 //! - [`rate`]: link rates as operators write them.
 //! - [`reassembler`]: the receiver's state machine.
 //! - [`size`]: byte sizes as operators write them.
-//! - [`bundle`]: signed bundles: format, trust store, streaming verification.
 
 #![forbid(unsafe_code)]
 
 mod codec;
 
-pub mod bundle;
 pub mod chunker;
 pub mod control;
 pub mod descriptor;

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use weir_protocol::bundle::{TrustedKey, trust::public_key_from_file_text, verify_digest};
+use weir_bundle::{TrustedKey, trust::public_key_from_file_text};
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -36,6 +36,21 @@ pub enum Command {
         trust: PathBuf,
         /// The bundle.
         file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a bundle, then write its artifacts and SBOMs under DIR, a new
+    /// directory that appears whole once everything is written (exit 1,
+    /// and nothing written, when the bundle is rejected).
+    Extract {
+        /// The trust store.
+        #[arg(long)]
+        trust: PathBuf,
+        /// The bundle.
+        bundle: PathBuf,
+        /// Where the files go; must not exist.
+        dir: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -165,7 +180,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Verify { trust, file, json } => {
             let store = trust_file::load(&trust)?;
             let f = File::open(&file).with_context(|| format!("{}", file.display()))?;
-            let found = verify_digest(f, &store, SystemTime::now())
+            let found = weir_bundle::verify(f, &store, SystemTime::now())
                 .with_context(|| format!("reading {}", file.display()))?;
             let digest = found.digest.to_hex().to_string();
             match found.verdict {
@@ -211,21 +226,47 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     Ok(Outcome::Ok)
                 }
                 Err(rejection) => {
+                    print_rejection(&file, Some(&digest), &rejection, json)?;
+                    Ok(Outcome::Rejected)
+                }
+            }
+        }
+        Command::Extract {
+            trust,
+            bundle,
+            dir,
+            json,
+        } => {
+            let store = trust_file::load(&trust)?;
+            match crate::extract::extract(&store, &bundle, &dir)? {
+                Ok(x) => {
+                    let m = &x.bundle.manifest;
                     if json {
                         let out = serde_json::json!({
-                            "verdict": "rejected",
-                            "file": file,
-                            "digest": digest,
-                            "reasons": rejection.reasons,
+                            "verdict": "valid",
+                            "file": bundle,
+                            "digest": x.digest.to_hex().to_string(),
+                            "name": m.name,
+                            "version": m.version,
+                            "dir": dir,
+                            "files": x.files,
+                            "bytes": x.bytes,
                         });
                         println!("{}", serde_json::to_string_pretty(&out)?);
                     } else {
-                        println!("rejected: {}", file.display());
-                        println!("  digest {digest}");
-                        for r in &rejection.reasons {
-                            println!("  {}: {r}", r.code());
-                        }
+                        println!(
+                            "extracted: {} {}: {} files, {} bytes into {}",
+                            m.name,
+                            m.version,
+                            x.files,
+                            x.bytes,
+                            dir.display()
+                        );
                     }
+                    Ok(Outcome::Ok)
+                }
+                Err(rejection) => {
+                    print_rejection(&bundle, None, &rejection, json)?;
                     Ok(Outcome::Rejected)
                 }
             }
@@ -299,4 +340,36 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// Prints why a bundle was rejected: every reason kept (each cut to a
+/// bounded length), and how many more there were.
+fn print_rejection(
+    file: &std::path::Path,
+    digest: Option<&str>,
+    rejection: &weir_bundle::Rejection,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let out = serde_json::json!({
+            "verdict": "rejected",
+            "file": file,
+            "digest": digest,
+            "reasons": rejection.reasons,
+            "omitted": rejection.omitted,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("rejected: {}", file.display());
+        if let Some(d) = digest {
+            println!("  digest {d}");
+        }
+        for r in &rejection.reasons {
+            println!("  {}: {r}", r.code());
+        }
+        if rejection.omitted > 0 {
+            println!("  and {} more", rejection.omitted);
+        }
+    }
+    Ok(())
 }

@@ -1,100 +1,198 @@
-//! Extracting a verified bundle's files (for promotion).
+//! `weir-receiver extract`: a verified bundle's files, under a new
+//! directory that appears whole or not at all.
 //!
-//! Only a [`Verified`] bundle can be extracted. Everything is written under
-//! one new directory that must not exist yet: paths come from the verified
-//! manifest (relative, no `..`, checked), files are created with
-//! `create_new` and the manifest's mode (0644 or 0755), and owner, mode and
-//! path in the archive are never used. The archive is read again, so each
-//! file is hashed again while written: if the bundle changed since it was
-//! verified, extraction fails and removes what it wrote.
+//! ```text
+//!  open BUNDLE once ─▶ verify (signatures, every hash, canonical form)
+//!        │ rejected: nothing is written
+//!        ▼
+//!  DIR/../.DIR.extract-<pid>-<n>/   each file copied from where the layout
+//!        │                          puts it (same open file), hashed again,
+//!        │                          created with create_new and the
+//!        │                          manifest's mode, fsynced
+//!        ▼
+//!  rename(temporary, DIR)           never over an existing DIR
+//! ```
+//!
+//! Paths, modes and sizes come from the verified manifest only; owner,
+//! times and anything else in the archive are never used. If the file
+//! changes after verification, its hash no longer matches while it is
+//! copied and the extraction is abandoned.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use anyhow::{Context, bail};
-use weir_protocol::bundle::{BundleInfo, Verified, path::check_str};
+use weir_bundle::{BundleInfo, Rejection, TrustStore, Verified, path::check_str};
 
-/// Extracts every artifact and SBOM of `bundle` (read from `archive`) into
-/// `target`, which is created and must not exist. Returns the files written.
-pub fn extract(
-    bundle: &Verified<BundleInfo>,
-    archive: &Path,
-    target: &Path,
-) -> anyhow::Result<usize> {
-    fs::DirBuilder::new()
-        .mode(0o755)
-        .create(target)
-        .with_context(|| format!("creating {} (it must not exist)", target.display()))?;
-    let result = extract_into(bundle, archive, target);
-    if result.is_err() {
-        let _ = fs::remove_dir_all(target);
-    }
-    result
+use crate::spool::sync_dir;
+
+/// Copy size.
+const CHUNK: usize = 1 << 20;
+
+/// What an extraction wrote.
+#[derive(Debug)]
+pub struct Extracted {
+    /// The verified bundle.
+    pub bundle: Verified<BundleInfo>,
+    /// Its transfer digest.
+    pub digest: blake3::Hash,
+    /// Files written.
+    pub files: usize,
+    /// Bytes written.
+    pub bytes: u64,
 }
 
-fn extract_into(
-    bundle: &Verified<BundleInfo>,
+/// Verifies the bundle at `archive` against `trust`, then writes its
+/// artifacts and SBOMs under `target`, which must not exist. `Ok(Err(_))`
+/// is a rejected bundle, for which nothing was written.
+pub fn extract(
+    trust: &TrustStore,
     archive: &Path,
     target: &Path,
-) -> anyhow::Result<usize> {
-    let listed: HashMap<&str, _> = bundle.manifest.entries().map(|e| (e.path, e)).collect();
-    let f = File::open(archive).with_context(|| format!("{}", archive.display()))?;
-    let mut tar = tar::Archive::new(BufReader::with_capacity(1 << 20, f));
-    let mut written = 0;
-    let mut buf = vec![0u8; 256 << 10];
-    for entry in tar.entries()? {
-        let mut entry = entry?;
-        let raw = entry.path_bytes().into_owned();
-        let Some(want) = std::str::from_utf8(&raw).ok().and_then(|p| listed.get(p)) else {
-            // Manifest, signatures, directory entries: not extracted.
-            continue;
-        };
+) -> anyhow::Result<Result<Extracted, Rejection>> {
+    if fs::symlink_metadata(target).is_ok() {
+        bail!(
+            "{} exists; extraction writes a new directory",
+            target.display()
+        );
+    }
+    let file = File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    let found = weir_bundle::verify(&file, trust, SystemTime::now())
+        .with_context(|| format!("reading {}", archive.display()))?;
+    let bundle = match found.verdict {
+        Ok(v) => v,
+        Err(r) => return Ok(Err(r)),
+    };
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let temp = temporary_beside(&parent, target);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&temp)
+        .with_context(|| format!("creating {}", temp.display()))?;
+    let written = write_all(&bundle, &file, &temp).and_then(|(files, bytes)| {
+        fs::set_permissions(&temp, fs::Permissions::from_mode(0o755))?;
+        sync_dir(&temp)?;
+        rename_new(&temp, target)?;
+        sync_dir(&parent)?;
+        Ok((files, bytes))
+    });
+    match written {
+        Ok((files, bytes)) => Ok(Ok(Extracted {
+            bundle,
+            digest: found.digest,
+            files,
+            bytes,
+        })),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&temp);
+            Err(e)
+        }
+    }
+}
+
+/// A name beside `target` that no other extraction uses.
+fn temporary_beside(parent: &Path, target: &Path) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let stem = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "bundle".into());
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    parent.join(format!(".{stem}.extract-{}-{n}", std::process::id()))
+}
+
+/// Renames `from` to `to`, failing if `to` exists (even as an empty
+/// directory, which a plain rename would replace).
+fn rename_new(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).with_context(|| {
+        format!(
+            "renaming the extraction to {} (it must not exist)",
+            to.display()
+        )
+    })
+}
+
+/// Writes every entry under `root`; returns the files and bytes written.
+fn write_all(
+    bundle: &Verified<BundleInfo>,
+    archive: &File,
+    root: &Path,
+) -> anyhow::Result<(usize, u64)> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut files = 0;
+    let mut bytes = 0;
+    let mut dirs = vec![root.to_owned()];
+    for (entry, offset) in bundle.contents() {
         // Verified already; checked again because this path is about to
         // become a file name.
-        check_str(want.path).map_err(|p| anyhow::anyhow!("{}: {p}", want.path))?;
-        let dest = target.join(want.path);
-        if let Some(parent) = dest.parent() {
+        check_str(entry.path).map_err(|p| anyhow::anyhow!("{}: {p}", entry.path))?;
+        let dest = root.join(entry.path);
+        if let Some(parent) = dest.parent()
+            && !parent.exists()
+        {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o755)
                 .create(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
+            dirs.push(parent.to_owned());
         }
         let mut out = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(want.mode.bits())
+            .mode(entry.mode.bits())
             .open(&dest)
             .with_context(|| format!("creating {}", dest.display()))?;
         let mut hasher = blake3::Hasher::new();
-        let mut size = 0u64;
+        let mut reader = At {
+            file: archive,
+            pos: offset,
+        }
+        .take(entry.size);
+        let mut copied = 0u64;
         loop {
-            let n = entry.read(&mut buf)?;
-            if n == 0 {
+            let n = reader.read(&mut buf)?;
+            let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
                 break;
-            }
-            let chunk = buf.get(..n).unwrap_or_default();
+            };
             hasher.update(chunk);
             out.write_all(chunk)?;
-            size += n as u64;
+            copied += n as u64;
         }
-        if size != want.size || hasher.finalize().to_hex().as_str() != want.blake3 {
+        if copied != entry.size || hasher.finalize().to_hex().as_str() != entry.blake3 {
             bail!(
                 "{} changed since it was verified; extraction abandoned",
-                want.path
+                entry.path
             );
         }
         out.sync_all()?;
-        written += 1;
+        files += 1;
+        bytes += copied;
     }
-    if written != listed.len() {
-        bail!(
-            "the archive changed since it was verified: {written} of {} files found",
-            listed.len()
-        );
+    for d in dirs {
+        sync_dir(&d)?;
     }
-    Ok(written)
+    Ok((files, bytes))
+}
+
+/// Reads a file from an offset without moving its position.
+struct At<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }

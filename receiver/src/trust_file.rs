@@ -9,7 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use weir_protocol::bundle::TrustStore;
+use weir_bundle::TrustStore;
 
 /// Loads a trust store; a missing file is an error naming it.
 pub fn load(path: &Path) -> anyhow::Result<TrustStore> {

@@ -2,13 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::BufReader;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use weir_protocol::bundle::inspect;
+use weir_bundle::inspect;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -228,12 +227,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bundle(BundleCommand::Inspect { file, json }) => {
             let f = File::open(&file).with_context(|| format!("{}", file.display()))?;
-            let info = inspect(BufReader::with_capacity(1 << 20, f))
+            let info = inspect(f)
+                .with_context(|| format!("reading {}", file.display()))?
                 .map_err(|r| anyhow::anyhow!("{}: {r}", file.display()))?;
+            let signers: Vec<String> = info.signatures.iter().map(|(k, _)| k.to_string()).collect();
             if json {
                 let v = serde_json::json!({
                     "manifest": info.manifest,
-                    "signatures": info.signatures,
+                    "signatures": signers,
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -244,10 +245,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 for (k, v) in &m.labels {
                     println!("label:     {k}={v}");
                 }
-                println!(
-                    "signed by: {} (not verified here)",
-                    info.signatures.join(", ")
-                );
+                println!("signed by: {} (not verified here)", signers.join(", "));
                 for a in &m.artifacts {
                     println!(
                         "  {:o} {:>14} {}  {}",

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use sd_notify::NotifyState;
 use tracing::{info, warn};
-use weir_protocol::bundle::{BundleInfo, Rejection, TrustStore, Verified, verify_digest};
+use weir_bundle::{BundleInfo, Rejection, TrustStore, Verified};
 use weir_protocol::{
     BundleName, Chunker, ChunkerConfig, FecParams, Integrity, LinkEncoder, LinkKey,
     TransferDescriptor, TransferId,
@@ -51,7 +51,7 @@ pub fn check(
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     // No BufReader: verification reads in large chunks, and an extra
     // buffer would copy every byte once more.
-    let found = verify_digest(f, trust, SystemTime::now())
+    let found = weir_bundle::verify(f, trust, SystemTime::now())
         .with_context(|| format!("reading {}", path.display()))?;
     let info = match found.verdict {
         Ok(v) => v,

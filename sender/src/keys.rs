@@ -12,7 +12,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use minisign::{KeyPair, PublicKey, SecretKey, SecretKeyBox};
-use weir_protocol::bundle::KeyId;
+use weir_bundle::KeyId;
 
 /// Why a key could not be made or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +176,7 @@ pub fn sign_manifest(
         &key.secret,
         std::io::Cursor::new(manifest_bytes),
         Some(trusted_comment),
-        Some(&format!("signature from weir key {}", key.id)),
+        Some(weir_bundle::UNTRUSTED_COMMENT),
     )
     .map_err(|e| KeyError::Format {
         path: PathBuf::from("<signing>"),

@@ -6,7 +6,8 @@ use std::io::Read;
 use std::time::SystemTime;
 
 use tempfile::TempDir;
-use weir_protocol::bundle::{
+use weir_bundle::ustar::Block;
+use weir_bundle::{
     Artifact, FORMAT, KeyId, Manifest, Mode, TrustStore, TrustedKey, signature_path,
 };
 use weir_sender::keys::{self, SigningKey};
@@ -124,41 +125,46 @@ impl Fixture {
         keys::sign_manifest(key, bytes, &m.trusted_comment()).expect("sign")
     }
 
-    /// Verifies `bundle` against the fixture's trust store now, both ways
-    /// the daemons do: alone, and with the transfer digest computed in the
-    /// same read. Panics unless the two verdicts agree and the digest is
-    /// the file's, so every verification test covers both.
+    /// Verifies `bundle` against the fixture's trust store now, fed three
+    /// ways: whole, in pieces that end anywhere inside a header or an
+    /// artifact, and through the reader driver. Panics unless the three
+    /// verdicts agree and the digest is the file's, so every verification
+    /// test covers all three.
     pub fn verify(
         &self,
         bundle: &[u8],
-    ) -> Result<
-        weir_protocol::bundle::Verified<weir_protocol::bundle::BundleInfo>,
-        weir_protocol::bundle::Rejection,
-    > {
+    ) -> Result<weir_bundle::Verified<weir_bundle::BundleInfo>, weir_bundle::Rejection> {
         let now = SystemTime::now();
-        let alone = weir_protocol::bundle::verify(bundle, &self.trust, now);
-        let both = weir_protocol::bundle::verify_digest(bundle, &self.trust, now)
-            .expect("reading from memory cannot fail");
-        assert_eq!(both.verdict, alone, "verdicts differ with the digest");
-        assert_eq!(both.digest, weir_protocol::digest::digest(bundle));
-        assert_eq!(both.len, bundle.len() as u64);
-        // Hashing artifacts where the reader holds them changes nothing,
-        // whether it lends everything at once or a few bytes at a time.
-        for lent in [
-            weir_protocol::bundle::verify_digest_lent(bundle, &self.trust, now),
-            weir_protocol::bundle::verify_digest_lent(Dribble::new(bundle), &self.trust, now),
-        ] {
-            let lent = lent.expect("reading from memory cannot fail");
-            assert_eq!(lent.verdict, alone, "verdicts differ when lent");
-            assert_eq!(lent.digest, both.digest, "digests differ when lent");
-            assert_eq!(lent.len, both.len);
+        let mut whole = weir_bundle::BundleVerifier::new(&self.trust, now);
+        whole.feed(bundle);
+        let whole = whole.finish();
+        let mut pieces = weir_bundle::BundleVerifier::new(&self.trust, now);
+        for piece in Dribble::new(bundle) {
+            pieces.feed(piece);
         }
-        alone
+        let pieces = pieces.finish();
+        let read =
+            weir_bundle::verify(bundle, &self.trust, now).expect("reading from memory cannot fail");
+        assert_eq!(
+            pieces.verdict, whole.verdict,
+            "verdicts differ when fed in pieces"
+        );
+        assert_eq!(
+            read.verdict, whole.verdict,
+            "verdicts differ through the reader"
+        );
+        let digest = weir_protocol::digest::digest(bundle);
+        for (d, how) in [(&whole, "whole"), (&pieces, "pieces"), (&read, "reader")] {
+            assert_eq!(d.digest, digest, "digest differs fed {how}");
+            assert_eq!(d.len, bundle.len() as u64);
+        }
+        whole.verdict
     }
 }
 
-/// Lends (and reads) a few bytes at a time, never the same number twice
-/// in a row: pieces that end anywhere inside a header or an artifact.
+/// Cuts bytes into pieces of changing sizes (never the same twice in a
+/// row, from 1 byte up): pieces that end anywhere inside a header or an
+/// artifact.
 #[derive(Debug)]
 pub struct Dribble<'a> {
     data: &'a [u8],
@@ -166,37 +172,23 @@ pub struct Dribble<'a> {
 }
 
 impl<'a> Dribble<'a> {
-    /// Lends `data`.
+    /// Pieces of `data`.
     pub fn new(data: &'a [u8]) -> Self {
         Self { data, step: 0 }
     }
+}
 
-    fn next_len(&mut self, max: usize) -> usize {
+impl<'a> Iterator for Dribble<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.data.is_empty() {
+            return None;
+        }
         self.step = self.step % 997 + 1;
-        (self.step * 7 % 1531).min(max).min(self.data.len())
-    }
-}
-
-impl std::io::Read for Dribble<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.next_len(buf.len());
+        let n = (self.step * 7 % 1531).clamp(1, self.data.len());
         let (now, rest) = self.data.split_at(n);
-        buf[..n].copy_from_slice(now);
         self.data = rest;
-        Ok(n)
-    }
-}
-
-impl weir_protocol::bundle::Lend for Dribble<'_> {
-    fn lend(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> std::io::Result<usize> {
-        let n = self.next_len(max);
-        let (now, rest) = self.data.split_at(n);
-        // In two pieces where it can: a lender may call `f` more than once.
-        let (a, b) = now.split_at(n / 2);
-        f(a);
-        f(b);
-        self.data = rest;
-        Ok(n)
+        Some(now)
     }
 }
 
@@ -216,51 +208,94 @@ pub const FILES: &[(&str, &[u8], Mode)] = &[
     ("payload/docs/README", b"read me\n", Mode::Regular),
 ];
 
-/// Writes archives entry by entry, including entries no good bundle has.
+/// The mtime of every header of a bundle made from [`Fixture::manifest`]
+/// (its `created`, 2026-11-26T12:00:00Z).
+pub const MTIME: u64 = 1_795_694_400;
+
+/// Writes archives entry by entry in the canonical layout, and lets a test
+/// put in what no good bundle has: changed header fields, PAX and GNU
+/// records, other entry types, trailing bytes.
+#[derive(Debug, Default)]
 pub struct Raw {
-    builder: tar::Builder<Vec<u8>>,
+    out: Vec<u8>,
 }
 
-impl std::fmt::Debug for Raw {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Raw")
+/// Writes `value` as an octal field: zero-padded digits, then NUL.
+pub fn set_octal(h: &mut Block, at: std::ops::Range<usize>, value: u64) {
+    let field = &mut h[at];
+    let digits = field.len() - 1;
+    let text = format!("{value:0digits$o}");
+    field[..digits].copy_from_slice(&text.as_bytes()[text.len() - digits..]);
+    field[digits] = 0;
+}
+
+/// Sets the checksum a header's bytes call for.
+pub fn fix_checksum(h: &mut Block) {
+    let sum = weir_bundle::ustar::checksum(h);
+    set_octal(h, 148..156, sum);
+}
+
+/// The canonical header, or for a path no ustar header holds, one with
+/// the path cut into `name` (for tests of what such a path does).
+fn canonical(path: &[u8], size: u64, mode: u32) -> Block {
+    if let Some(h) = std::str::from_utf8(path)
+        .ok()
+        .and_then(|p| weir_bundle::ustar::header(p, mode, size, MTIME))
+    {
+        return h;
     }
-}
-
-impl Default for Raw {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(kind);
-    h.set_size(size);
-    h.set_mode(mode);
-    h.set_mtime(1_764_158_400);
-    h.set_uid(0);
-    h.set_gid(0);
+    let mut h = weir_bundle::ustar::header("x", mode, size, MTIME).expect("header");
+    h[..100].fill(0);
+    let n = path.len().min(100);
+    h[..n].copy_from_slice(&path[..n]);
+    fix_checksum(&mut h);
     h
 }
 
 impl Raw {
     /// An empty archive.
     pub fn new() -> Self {
-        Self {
-            builder: tar::Builder::new(Vec::new()),
+        Self::default()
+    }
+
+    /// Any bytes, as they are.
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(b);
+        self
+    }
+
+    /// An entry: `header`, then `data` and its zero padding.
+    pub fn entry(&mut self, header: &Block, data: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(header);
+        self.out.extend_from_slice(data);
+        let pad = weir_bundle::ustar::padding(data.len() as u64) as usize;
+        self.out.extend(std::iter::repeat_n(0u8, pad));
+        self
+    }
+
+    /// A regular file whose canonical header `change` alters before it is
+    /// written (the checksum is fixed afterwards, unless `change` touches
+    /// it).
+    pub fn file_with(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+        change: impl FnOnce(&mut Block),
+    ) -> &mut Self {
+        let mut h = canonical(path.as_bytes(), data.len() as u64, mode);
+        let before = h[148..156].to_vec();
+        change(&mut h);
+        if h[148..156] == before[..] {
+            fix_checksum(&mut h);
         }
+        self.entry(&h, data)
     }
 
     /// A regular file with any name bytes (not checked).
     pub fn file_raw_name(&mut self, name: &[u8], data: &[u8], mode: u32) -> &mut Self {
-        let mut h = header(tar::EntryType::Regular, data.len() as u64, mode);
-        let field = &mut h.as_old_mut().name;
-        field.fill(0);
-        field[..name.len()].copy_from_slice(name);
-        h.set_cksum();
-        self.builder.append(&h, data).expect("append");
-        self
+        let h = canonical(name, data.len() as u64, mode);
+        self.entry(&h, data)
     }
 
     /// A regular file.
@@ -268,11 +303,40 @@ impl Raw {
         self.file_raw_name(path.as_bytes(), data, mode)
     }
 
+    /// An extension entry of type `flag` (`x`, `g`, `L`, `K`) holding
+    /// `data`, as tar tools write them before the entry they extend.
+    pub fn extension(&mut self, flag: u8, data: &[u8]) -> &mut Self {
+        let name: &[u8] = if flag == b'L' || flag == b'K' {
+            b"././@LongLink"
+        } else {
+            b"PaxHeaders.0/entry"
+        };
+        let mut h = canonical(name, data.len() as u64, 0o644);
+        h[156] = flag;
+        fix_checksum(&mut h);
+        self.entry(&h, data)
+    }
+
+    /// A PAX extended header with these records.
+    pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
+        let mut data = Vec::new();
+        for (k, v) in records {
+            // "<len> <key>=<value>\n", the length counting itself.
+            let body = k.len() + v.len() + 3;
+            let mut len = body + 1;
+            while len != body + len.to_string().len() {
+                len = body + len.to_string().len();
+            }
+            data.extend_from_slice(format!("{len} {k}=").as_bytes());
+            data.extend_from_slice(v);
+            data.push(b'\n');
+        }
+        self.extension(b'x', &data)
+    }
+
     /// A file whose path is given by a pax record (for long paths).
     pub fn file_pax(&mut self, path: &str, data: &[u8]) -> &mut Self {
-        self.builder
-            .append_pax_extensions([("path", path.as_bytes())])
-            .expect("pax");
+        self.pax(&[("path", path.as_bytes())]);
         self.file("placeholder", data, 0o644)
     }
 
@@ -284,21 +348,23 @@ impl Raw {
         link: Option<&str>,
         data: &[u8],
     ) -> &mut Self {
-        let mut h = header(kind, data.len() as u64, 0o644);
-        h.set_path(path).expect("path");
+        let mut h = canonical(path.as_bytes(), data.len() as u64, 0o644);
+        h[156] = kind.as_byte();
         if let Some(l) = link {
-            h.set_link_name(l).expect("link");
+            h[157..157 + l.len()].copy_from_slice(l.as_bytes());
         }
-        h.set_cksum();
-        self.builder.append(&h, data).expect("append");
-        self
+        fix_checksum(&mut h);
+        self.entry(&h, data)
     }
 
-    /// A manifest and one signature per key.
+    /// A manifest and one signature per key (sorted by key id, as the
+    /// layout puts them).
     pub fn signed(&mut self, fx: &Fixture, m: &Manifest, keys: &[&SigningKey]) -> &mut Self {
         let bytes = m.to_bytes();
         self.file("manifest.json", &bytes, 0o644);
-        for k in keys {
+        let mut sorted: Vec<&&SigningKey> = keys.iter().collect();
+        sorted.sort_by_key(|k| u64::from_le_bytes(k.id.0));
+        for k in sorted {
             let sig = fx.sign(k, m, &bytes);
             self.signature(k.id, &sig);
         }
@@ -318,10 +384,15 @@ impl Raw {
         self
     }
 
-    /// The finished archive.
+    /// The archive so far, without end blocks.
+    pub fn unfinished(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The finished archive: two zero blocks at the end.
     pub fn finish(&mut self) -> Vec<u8> {
-        let b = std::mem::replace(&mut self.builder, tar::Builder::new(Vec::new()));
-        b.into_inner().expect("finish")
+        self.out.extend_from_slice(&[0u8; 1024]);
+        std::mem::take(&mut self.out)
     }
 }
 

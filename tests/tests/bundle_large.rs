@@ -47,11 +47,13 @@ fn a_2_gib_bundle_verifies_with_peak_memory_under_64_mib() {
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
     let before = peak_rss_kib();
     let start = Instant::now();
-    let v = weir_protocol::bundle::verify(
+    let v = weir_bundle::verify(
         BufReader::with_capacity(1 << 20, File::open(&out).unwrap()),
         &fx.trust,
         SystemTime::now(),
     )
+    .unwrap()
+    .verdict
     .unwrap();
     let secs = start.elapsed().as_secs_f64();
     let peak = peak_rss_kib();

@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use weir_protocol::bundle::{KeyId, trust::public_key_from_file_text, trust::public_key_id};
+use weir_bundle::{KeyId, trust::public_key_from_file_text, trust::public_key_id};
 use weir_tests::bundles::{FILES, Fixture, Raw, public_line, trusted};
 
 fn minisign(args: &[&str], dir: &Path) -> std::process::Output {

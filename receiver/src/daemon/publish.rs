@@ -26,7 +26,7 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use tracing::{error, info, warn};
-use weir_protocol::bundle::{BundleInfo, KeyStatus, Signer, Verified, verify, verify_digest};
+use weir_bundle::{BundleInfo, KeyStatus, Signer, Verified};
 use weir_protocol::{BundleName, TransferDescriptor};
 
 use super::Shared;
@@ -160,6 +160,9 @@ struct ReasonFile {
     /// The transfer digest of the quarantined file.
     digest: String,
     reasons: Vec<ReasonEntry>,
+    /// Reasons found beyond those listed (the verifier keeps at most 32,
+    /// and the file is cut to [`MAX_REASON_FILE`]).
+    omitted: usize,
     at: String,
     /// Whether the bundle itself is kept beside this file (not when
     /// `quarantine/` is over its quota).
@@ -262,10 +265,7 @@ impl Publisher {
             Err(e) => return Err(e),
         };
         let trust = self.trust.current();
-        if job.hash_checked {
-            return self.judge(d, verify(file, &trust, SystemTime::now()));
-        }
-        let found = verify_digest(file, &trust, SystemTime::now())?;
+        let found = weir_bundle::verify(file, &trust, SystemTime::now())?;
         if found.digest != d.digest() {
             return Ok(self.corrupt(d));
         }
@@ -286,7 +286,7 @@ impl Publisher {
     fn judge(
         &self,
         d: &TransferDescriptor,
-        result: Result<Verified<BundleInfo>, weir_protocol::bundle::Rejection>,
+        result: Result<Verified<BundleInfo>, weir_bundle::Rejection>,
     ) -> io::Result<Verdict> {
         let id = d.transfer;
         match result {
@@ -299,6 +299,7 @@ impl Publisher {
                         code: "no_trusted_signature".into(),
                         message: "every key that signed the bundle expired or was revoked while it was being received".into(),
                     }],
+                    0,
                 )
             }
             Ok(v) => self.accept(d, &v),
@@ -312,7 +313,7 @@ impl Publisher {
                     })
                     .collect();
                 warn!(transfer = %id, bundle = %d.name, %rejection, "bundle rejected");
-                self.quarantine(d, reasons)
+                self.quarantine(d, reasons, rejection.omitted)
             }
         }
     }
@@ -419,6 +420,7 @@ impl Publisher {
                     d.digest().to_hex()
                 ),
             }],
+            0,
         )
     }
 
@@ -448,30 +450,50 @@ impl Publisher {
         }
     }
 
-    fn quarantine(&self, d: &TransferDescriptor, reasons: Vec<ReasonEntry>) -> io::Result<Verdict> {
+    fn quarantine(
+        &self,
+        d: &TransferDescriptor,
+        mut reasons: Vec<ReasonEntry>,
+        mut omitted: usize,
+    ) -> io::Result<Verdict> {
         let id = d.transfer;
         let codes = reasons.iter().map(|r| r.code.clone()).collect();
         let q = &self.spool.quarantine;
         // Anyone on the low-side network can send self-consistent junk:
-        // past the quota, only the reason is kept.
-        let held = dir_bytes(q, ".weir");
-        let kept = held.saturating_add(d.size) <= self.quarantine_quota;
+        // past the quota, which counts every file kept here, only the
+        // reason is kept.
+        let held = dir_bytes(q);
+        let kept = held
+            .saturating_add(d.size)
+            .saturating_add(MAX_REASON_FILE as u64)
+            <= self.quarantine_quota;
         if !kept {
             warn!(transfer = %id, bundle = %d.name, held, quota = self.quarantine_quota,
                 "quarantine/ is over its quota: only the reason is kept, not the bundle");
         }
         let digest = d.digest().to_hex().to_string();
         let stem = quarantine_stem(q, &id.to_string(), &digest);
-        let report = ReasonFile {
-            transfer: id.to_string(),
-            name: d.name.to_string(),
-            size: d.size,
-            digest,
-            reasons,
-            at: now_rfc3339(),
-            kept,
+        let json = loop {
+            let report = ReasonFile {
+                transfer: id.to_string(),
+                name: d.name.to_string(),
+                size: d.size,
+                digest: digest.clone(),
+                reasons: std::mem::take(&mut reasons),
+                omitted,
+                at: now_rfc3339(),
+                kept,
+            };
+            let json = serde_json::to_vec_pretty(&report).map_err(io::Error::other)?;
+            reasons = report.reasons;
+            if json.len() <= MAX_REASON_FILE || reasons.is_empty() {
+                break json;
+            }
+            // Every message is bounded; this only bites if a future
+            // reason is not.
+            reasons.pop();
+            omitted += 1;
         };
-        let json = serde_json::to_vec_pretty(&report).map_err(io::Error::other)?;
         write_atomic(
             &self.spool.incoming,
             &q.join(format!("{stem}.reason.json")),
@@ -520,13 +542,16 @@ fn quarantine_stem(q: &std::path::Path, id: &str, digest: &str) -> String {
     }
 }
 
-/// Bytes of the files in `dir` whose names end with `suffix`.
-fn dir_bytes(dir: &std::path::Path, suffix: &str) -> u64 {
+/// Largest reason file written into `quarantine/`.
+pub const MAX_REASON_FILE: usize = 64 << 10;
+
+/// Bytes of the files in `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
     fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
                 .filter_map(|e| e.metadata().ok())
+                .filter(fs::Metadata::is_file)
                 .map(|m| m.len())
                 .sum()
         })

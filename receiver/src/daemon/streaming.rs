@@ -1,74 +1,49 @@
 //! Verification while a transfer is still arriving.
 //!
-//! Each transfer gets a verifier thread that reads its partial file from
-//! the start, as far as the blocks are written without a gap, and runs the
-//! bundle verification (signatures first, then every artifact's BLAKE3)
-//! and the transfer digest over it, sharing one hash pass. When the last
-//! block lands, only the tail is left to read: the bundle can be published
-//! moments after it is complete instead of after a second full read.
+//! Each transfer gets a verifier thread that feeds the bundle verifier (a
+//! push parser: signatures first, then every artifact's BLAKE3, and the
+//! transfer digest in the same pass) with the file's contiguous prefix as
+//! it grows. When the last block lands, only the tail is left: the bundle
+//! can be published moments after it is complete instead of after a
+//! second full read.
 //!
 //! ```text
-//!  writer: block b written ─▶ Progress.ready = contiguous bytes on disk
-//!                                   │ (condvar)
-//!  verifier: read ≤ ready ─▶ verify_digest_lent() ─▶ Outcome
+//!  writer: block b written at the front of the prefix
+//!            ├─ hand_over(offset, bytes) ─▶ channel ─▶ fed from memory
+//!            └─ advance(ready)           ─▶ ready   ─▶ blocks that landed
+//!                                                      before their turn:
+//!                                                      read back from disk
+//!  verifier thread: BundleVerifier::feed(prefix bytes, in order) ─▶ Finding
 //! ```
 //!
-//! Blocks the writer hands over in memory are hashed where they lie: the
-//! verifier lends them to the hash instead of copying them out.
+//! Blocks handed over in memory are fed where they lie, never copied, and
+//! count against one budget shared by all verifiers ([`HANDOFF_BYTES`]);
+//! a block the budget cannot hold is read back from disk instead.
 //!
-//! The verdict only counts if the transfer digest of the very bytes it
-//! read matches the sender's: blocks rebuilt from forged frames make a
+//! The verdict only counts if the transfer digest of the very bytes fed
+//! matches the sender's: blocks rebuilt from forged frames make a
 //! different file, which is received again rather than judged.
 
-use std::fs::File;
-use std::fs::OpenOptions;
-use std::io::{self, Read};
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 
-use weir_protocol::bundle::{
-    BundleInfo, Lend, Rejection, TrustStore, Verified, verify_digest_lent,
-};
+use weir_bundle::{BundleInfo, BundleVerifier, Rejection, TrustStore, Verified};
 
 use super::direct::{ALIGN, round_up};
 use super::recycle::Recycle;
 
-/// How far the partial file can be read.
-#[derive(Debug, Default)]
-struct Mark {
-    /// Bytes from the start written without a gap.
-    ready: u64,
-    /// The transfer was given up: stop reading.
-    cancelled: bool,
-    /// Blocks the writer just wrote at the front of the written prefix,
-    /// by offset, handed over in memory so that the verifier need not read
-    /// them back from disk. Bounded, with every other verifier's, by
-    /// [`HANDOFF_BYTES`].
-    handoff: std::collections::VecDeque<(u64, Bytes)>,
-    /// Bytes in `handoff`.
-    handoff_bytes: usize,
-    /// The offset the reader waits at for more bytes, while it waits:
-    /// where it stopped reading, which tests hold against `ready`.
-    waiting_at: Option<u64>,
-}
-
-impl Mark {
-    /// Lets go of every handed-over block; returns their bytes, to give
-    /// back to the budget.
-    fn release(&mut self) -> usize {
-        self.handoff.clear();
-        std::mem::take(&mut self.handoff_bytes)
-    }
-}
-
 /// Most bytes of written blocks all verifiers together hold in memory,
-/// waiting to be read (each also holds the one block it is reading);
+/// waiting to be fed (each also holds the one block it is feeding);
 /// beyond, a verifier reads its blocks back from disk. Outside the
 /// reassembly budget (`limits.memory`). Measured in session 6 at MTU 9000
 /// (blocks of 2.2 MiB): with 8 MiB per verifier, one that fell a group
@@ -76,6 +51,13 @@ impl Mark {
 /// publication came 0.2-0.5 s after the last block; with 32 MiB it comes
 /// at once (goodput 802 -> 963 MB/s, medians of five alternated pairs).
 pub const HANDOFF_BYTES: usize = 32 << 20;
+
+/// Bytes read back from the partial file at once.
+pub const CHUNK: usize = 1 << 20;
+
+/// Notes the writer leaves a verifier, at most this many waiting (the
+/// blocks in them are bounded by bytes, [`HANDOFF_BYTES`]).
+const NOTES: usize = 256;
 
 /// The bytes of handed-over blocks all verifiers hold, bounded by
 /// [`HANDOFF_BYTES`]; one per receiver, shared by its verifiers. Each
@@ -108,16 +90,6 @@ impl Handoffs {
             .is_ok()
     }
 
-    /// One more verifier shares the budget.
-    fn join(&self) {
-        self.0.verifiers.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// A verifier is gone.
-    fn leave(&self) {
-        self.0.verifiers.fetch_sub(1, Ordering::AcqRel);
-    }
-
     /// Gives back `n` reserved bytes.
     fn give(&self, n: usize) {
         self.0.held.fetch_sub(n, Ordering::AcqRel);
@@ -129,81 +101,66 @@ impl Handoffs {
     }
 }
 
-/// Shared between the writer (which advances it) and the verifier.
-#[derive(Debug)]
-pub struct Progress {
-    mark: Mutex<Mark>,
-    moved: Condvar,
-    /// The receiver's budget for handed-over blocks.
-    budget: Handoffs,
+/// One verifier's place in the budget's count while its thread lives.
+struct Member(Handoffs);
+
+impl Member {
+    fn join(budget: Handoffs) -> Self {
+        budget.0.verifiers.fetch_add(1, Ordering::AcqRel);
+        Self(budget)
+    }
 }
 
-impl Drop for Progress {
-    /// Blocks still handed over when both ends are gone go back to the
-    /// budget.
+impl Drop for Member {
     fn drop(&mut self) {
-        let m = self
-            .mark
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.budget.give(m.release());
-        self.budget.leave();
+        self.0.0.verifiers.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-impl Progress {
-    /// Progress of a verifier whose handed-over blocks count against
-    /// `budget`.
-    fn new(budget: Handoffs) -> Self {
-        budget.join();
-        Self {
-            mark: Mutex::default(),
-            moved: Condvar::new(),
-            budget,
-        }
-    }
+/// A handed-over block: its bytes go back to the budget (and to this
+/// verifier's share) when it is dropped, wherever that happens.
+#[derive(Debug)]
+struct Held {
+    offset: u64,
+    data: Bytes,
+    budget: Handoffs,
+    mine: Arc<AtomicUsize>,
+}
 
-    /// The first `ready` bytes are written.
-    pub fn advance(&self, ready: u64) {
-        if let Ok(mut m) = self.mark.lock()
-            && ready > m.ready
-        {
-            m.ready = ready;
-            self.moved.notify_all();
-        }
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.mine.fetch_sub(self.data.len(), Ordering::AcqRel);
+        self.budget.give(self.data.len());
     }
+}
 
-    /// Offers the bytes of a block just written at `offset` (the front of
-    /// the written prefix), before the matching [`Progress::advance`].
-    pub fn hand_over(&self, offset: u64, data: Bytes) {
-        if let Ok(mut m) = self.mark.lock()
-            && !m.cancelled
-            && self.budget.take(m.handoff_bytes, data.len())
-        {
-            m.handoff_bytes += data.len();
-            m.handoff.push_back((offset, data));
-        }
-    }
+/// What the writer tells a verifier.
+#[derive(Debug)]
+enum Note {
+    /// A block just written at the front of the prefix.
+    Block(Held),
+    /// `ready` moved, or the transfer was given up: look again.
+    Look,
+}
 
-    /// Where the verifier waits for more bytes, if it does.
-    #[cfg(test)]
-    fn waiting_at(&self) -> Option<u64> {
-        self.mark.lock().ok().and_then(|m| m.waiting_at)
-    }
-
-    /// Stops the verifier.
-    pub fn cancel(&self) {
-        if let Ok(mut m) = self.mark.lock() {
-            m.cancelled = true;
-            self.moved.notify_all();
-        }
-    }
+/// What the writer and the verifier thread share.
+#[derive(Debug)]
+struct Shared {
+    /// Bytes from the start written without a gap.
+    ready: AtomicU64,
+    /// The transfer was given up: stop.
+    cancelled: AtomicBool,
+    /// The offset the thread waits at for more bytes, or `u64::MAX`:
+    /// where it stopped feeding, which tests hold against `ready`.
+    waiting_at: AtomicU64,
+    /// Bytes of handed-over blocks this verifier holds.
+    mine: Arc<AtomicUsize>,
 }
 
 /// What a verifier found.
 #[derive(Debug)]
 pub struct Finding {
-    /// The bundle verification, over the bytes read.
+    /// The bundle verification, over the bytes fed.
     pub verdict: Result<Verified<BundleInfo>, Rejection>,
     /// The transfer digest of those bytes.
     pub digest: blake3::Hash,
@@ -212,7 +169,10 @@ pub struct Finding {
 /// A running verifier.
 #[derive(Debug)]
 pub struct Verifier {
-    progress: Arc<Progress>,
+    shared: Arc<Shared>,
+    /// Dropped to tell the thread no more notes come.
+    notes: Option<SyncSender<Note>>,
+    budget: Handoffs,
     /// Taken by [`Verifier::finish`].
     thread: Option<JoinHandle<io::Result<Finding>>>,
 }
@@ -220,13 +180,15 @@ pub struct Verifier {
 impl Drop for Verifier {
     /// A verifier dropped unfinished must not wait for bytes forever.
     fn drop(&mut self) {
-        self.progress.cancel();
+        self.shared.cancelled.store(true, Ordering::Release);
+        // Dropping the sender wakes the thread if it waits.
+        self.notes = None;
     }
 }
 
 impl Verifier {
     /// Starts verifying the file at `path`, of `size` bytes once complete.
-    /// Handed-over blocks go back through `recycle` once read.
+    /// Handed-over blocks go back through `recycle` once fed.
     pub fn spawn(
         path: &Path,
         size: u64,
@@ -234,32 +196,82 @@ impl Verifier {
         recycle: Option<Recycle>,
         budget: Handoffs,
     ) -> io::Result<Self> {
-        let file = File::open(path)?;
-        let progress = Arc::new(Progress::new(budget));
-        let reader = Trailing::new(file, direct_reader(path), size, recycle, progress.clone());
+        let disk = Disk::open(path)?;
+        let shared = Arc::new(Shared {
+            ready: AtomicU64::new(0),
+            cancelled: AtomicBool::new(false),
+            waiting_at: AtomicU64::new(u64::MAX),
+            mine: Arc::default(),
+        });
+        let (tx, rx) = sync_channel(NOTES);
+        let feed = Feed {
+            shared: shared.clone(),
+            notes: rx,
+            disk,
+            size,
+            recycle,
+            pending: VecDeque::new(),
+            open: true,
+        };
+        let member = Member::join(budget.clone());
         let thread = std::thread::Builder::new()
             .name("verifier".into())
             .spawn(move || {
-                // The digest covers the whole file, past the archive's end.
-                let found = verify_digest_lent(reader, &trust, SystemTime::now())?;
-                Ok(Finding {
-                    verdict: found.verdict,
-                    digest: found.digest,
-                })
+                let _member = member;
+                feed.run(&trust, SystemTime::now())
             })?;
         Ok(Self {
-            progress,
+            shared,
+            notes: Some(tx),
+            budget,
             thread: Some(thread),
         })
     }
 
-    /// Where the writer reports progress.
-    pub fn progress(&self) -> &Progress {
-        &self.progress
+    /// The first `ready` bytes are written.
+    pub fn advance(&self, ready: u64) {
+        let before = self.shared.ready.fetch_max(ready, Ordering::AcqRel);
+        if ready > before
+            && let Some(tx) = &self.notes
+        {
+            // Full: the thread has notes to read, and looks at `ready`
+            // after each.
+            let _ = tx.try_send(Note::Look);
+        }
+    }
+
+    /// Offers the bytes of a block just written at `offset` (the front of
+    /// the written prefix), before the matching [`Verifier::advance`].
+    pub fn hand_over(&self, offset: u64, data: Bytes) {
+        let Some(tx) = &self.notes else { return };
+        if self.shared.cancelled.load(Ordering::Acquire) {
+            return;
+        }
+        let mine = self.shared.mine.load(Ordering::Acquire);
+        if !self.budget.take(mine, data.len()) {
+            return;
+        }
+        self.shared.mine.fetch_add(data.len(), Ordering::AcqRel);
+        let held = Held {
+            offset,
+            data,
+            budget: self.budget.clone(),
+            mine: self.shared.mine.clone(),
+        };
+        // Refused (full, or the thread is gone): the note drops here and
+        // its bytes go back; the thread reads the block from disk.
+        let _ = tx.try_send(Note::Block(held));
+    }
+
+    /// Where the thread waits for more bytes, if it does.
+    #[cfg(test)]
+    fn waiting_at(&self) -> Option<u64> {
+        Some(self.shared.waiting_at.load(Ordering::Acquire)).filter(|&w| w != u64::MAX)
     }
 
     /// Waits for the verdict (the file must be complete, or cancelled).
     pub fn finish(mut self) -> io::Result<Finding> {
+        self.notes = None;
         self.thread
             .take()
             .ok_or_else(|| io::Error::other("verifier already finished"))?
@@ -267,141 +279,157 @@ impl Verifier {
             .map_err(|_| io::Error::other("verifier thread panicked"))?
     }
 
-    /// Gives up: the thread ends at its next read.
+    /// Gives up: the thread ends at once.
     pub fn cancel(self) {
         // Dropping cancels.
     }
 }
 
-/// Bytes read from the partial file at once.
-pub const CHUNK: usize = 1 << 20;
-
-/// The partial file opened for direct reads: the blocks were written with
-/// direct I/O, and reading them through the page cache would cost a page
-/// allocation (and, on hardened kernels, zeroing) for every 4 KiB.
-fn direct_reader(path: &Path) -> Option<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .ok()
+/// The verifier thread: feeds the prefix of the file, in order, to the
+/// bundle verifier.
+struct Feed {
+    shared: Arc<Shared>,
+    notes: Receiver<Note>,
+    disk: Disk,
+    size: u64,
+    recycle: Option<Recycle>,
+    /// Blocks handed over and not fed yet, by offset.
+    pending: VecDeque<Held>,
+    /// The writer may still send notes.
+    open: bool,
 }
 
-/// Reads the partial file no further than its written prefix, waiting for
-/// more; ends at `size`. Reads go in aligned chunks of up to [`CHUNK`]
-/// into its own buffer (so no `BufReader` is needed on top).
-struct Trailing {
+impl Feed {
+    fn run(mut self, trust: &TrustStore, now: SystemTime) -> io::Result<Finding> {
+        let mut verifier = BundleVerifier::new(trust, now);
+        let mut pos = 0u64;
+        while pos < self.size {
+            // `ready` first: a block is handed over before `ready` passes
+            // it, so every block below the `ready` seen here is either
+            // among the notes taken next or was not handed over at all.
+            let ready = self.shared.ready.load(Ordering::Acquire).min(self.size);
+            self.take_notes();
+            if self.shared.cancelled.load(Ordering::Acquire) {
+                return Err(io::Error::other("transfer cancelled"));
+            }
+            // Blocks behind `pos` were read from disk meanwhile.
+            while self.pending.front().is_some_and(|h| h.offset < pos) {
+                self.pending.pop_front();
+            }
+            if let Some(h) = self.pending.front().filter(|h| h.offset == pos) {
+                let len = (h.data.len() as u64).min(self.size - pos);
+                verifier.feed(h.data.get(..len as usize).unwrap_or_default());
+                pos += len;
+                if let Some(h) = self.pending.pop_front() {
+                    self.give_back(h);
+                }
+                continue;
+            }
+            if pos < ready {
+                // A disk read must stop where the next handed-over block
+                // starts: reading past it would throw the block away.
+                let next_held = self.pending.front().map_or(u64::MAX, |h| h.offset);
+                let want = (ready.min(next_held) - pos).min(CHUNK as u64) as usize;
+                let bytes = self.disk.read(pos, want)?;
+                verifier.feed(bytes);
+                pos += want as u64;
+                continue;
+            }
+            self.wait(pos)?;
+        }
+        let found = verifier.finish();
+        Ok(Finding {
+            verdict: found.verdict,
+            digest: found.digest,
+        })
+    }
+
+    /// Takes every note waiting, without blocking.
+    fn take_notes(&mut self) {
+        while self.open {
+            match self.notes.try_recv() {
+                Ok(note) => self.note(note),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => self.open = false,
+            }
+        }
+    }
+
+    fn note(&mut self, note: Note) {
+        if let Note::Block(h) = note {
+            self.pending.push_back(h);
+        }
+    }
+
+    /// Waits for a note while nothing past `pos` can be fed.
+    fn wait(&mut self, pos: u64) -> io::Result<()> {
+        if !self.open {
+            // The writer is gone and the file is not complete.
+            return Err(io::Error::other("transfer cancelled"));
+        }
+        self.shared.waiting_at.store(pos, Ordering::Release);
+        let got = self.notes.recv_timeout(Duration::from_secs(1));
+        self.shared.waiting_at.store(u64::MAX, Ordering::Release);
+        match got {
+            Ok(note) => self.note(note),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => self.open = false,
+        }
+        Ok(())
+    }
+
+    /// A fed block's buffer goes back for reuse (its budget with it).
+    fn give_back(&self, mut h: Held) {
+        let data = std::mem::take(&mut h.data);
+        let len = data.len();
+        h.mine.fetch_sub(len, Ordering::AcqRel);
+        h.budget.give(len);
+        if let Some(r) = &self.recycle {
+            r.give(data);
+        }
+    }
+}
+
+/// The partial file, for reading back blocks that landed before their
+/// turn: direct reads when the file allows them (the blocks were written
+/// with direct I/O, and reading through the page cache would cost a page
+/// allocation, and on hardened kernels zeroing, for every 4 KiB).
+struct Disk {
     file: File,
     direct: Option<File>,
     /// Over-allocated so that an [`ALIGN`]ed chunk fits inside.
     buf: Vec<u8>,
-    /// Bytes of `buf` not handed out yet.
-    have: std::ops::Range<usize>,
-    /// A block handed over in memory, not yet read out.
-    current: Bytes,
-    /// All of that block, to give back once read.
-    whole: Option<Bytes>,
-    /// Where read blocks go back for reuse.
-    recycle: Option<Recycle>,
-    /// File offset of the next byte to read into `buf`.
-    pos: u64,
-    size: u64,
-    progress: Arc<Progress>,
 }
 
-impl Trailing {
-    /// A reader of `size` bytes from the start of `file` (`direct`: the
-    /// same file opened for direct reads).
-    fn new(
-        file: File,
-        direct: Option<File>,
-        size: u64,
-        recycle: Option<Recycle>,
-        progress: Arc<Progress>,
-    ) -> Self {
-        Self {
-            file,
-            direct,
+impl Disk {
+    fn open(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            file: File::open(path)?,
+            direct: OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)
+                .ok(),
             buf: vec![0; CHUNK + ALIGN as usize],
-            have: 0..0,
-            current: Bytes::new(),
-            whole: None,
-            recycle,
-            pos: 0,
-            size,
-            progress,
-        }
+        })
     }
 
-    /// Waits until bytes past `pos` are written; returns the end of the
-    /// readable prefix.
-    ///
-    /// A disk read must stop where the next handed-over block starts:
-    /// reading past it would throw the block away (and every later one).
-    fn wait_ready(&mut self) -> io::Result<u64> {
-        let mut m = self
-            .progress
-            .mark
-            .lock()
-            .map_err(|_| io::Error::other("progress lock poisoned"))?;
-        while m.ready <= self.pos && !m.cancelled {
-            m.waiting_at = Some(self.pos);
-            m = self
-                .progress
-                .moved
-                .wait_timeout(m, Duration::from_secs(1))
-                .map_err(|_| io::Error::other("progress lock poisoned"))?
-                .0;
-        }
-        m.waiting_at = None;
-        if m.cancelled {
-            // Not Interrupted: the verification retries those.
-            return Err(io::Error::other("transfer cancelled"));
-        }
-        // Take the block handed over for this offset, if any; drop older
-        // ones (read from disk instead when the hand-over was full).
-        while let Some((offset, data)) = m.handoff.pop_front() {
-            if offset > self.pos {
-                m.handoff.push_front((offset, data));
-                break;
-            }
-            m.handoff_bytes -= data.len();
-            self.progress.budget.give(data.len());
-            if offset == self.pos {
-                self.current = data.clone();
-                self.whole = Some(data);
-                break;
-            }
-        }
-        let next_handed_over = m.handoff.front().map_or(u64::MAX, |(offset, _)| *offset);
-        Ok(m.ready.min(self.size).min(next_handed_over))
-    }
-
-    /// Reads the next chunk into `buf` (or takes a handed-over block).
-    fn fill(&mut self) -> io::Result<()> {
-        let ready = self.wait_ready()?;
-        if !self.current.is_empty() {
-            let len = (self.current.len() as u64).min(self.size - self.pos);
-            self.current.truncate(len as usize);
-            self.pos += len;
-            return Ok(());
-        }
-        let want = usize::try_from(ready - self.pos)
-            .unwrap_or(usize::MAX)
-            .min(CHUNK);
+    /// The `want` (at most [`CHUNK`]) bytes at `pos`, all written.
+    fn read(&mut self, pos: u64, want: usize) -> io::Result<&[u8]> {
         let skew = self.buf.as_ptr().align_offset(ALIGN as usize);
         if let Some(d) = &self.direct
-            && self.pos.is_multiple_of(ALIGN)
+            && pos.is_multiple_of(ALIGN)
         {
             // Whole aligned pages; the last one of the file may run into
-            // the padding (or end of file), which is not handed out.
+            // the padding (or end of file), which is not fed.
             let len = round_up(want as u64) as usize;
             if let Some(dst) = self.buf.get_mut(skew..skew + len) {
-                match d.read_at(dst, self.pos) {
+                match d.read_at(dst, pos) {
                     Ok(n) if n >= want => {
-                        self.have = skew..skew + want;
-                        self.pos += want as u64;
-                        return Ok(());
+                        return self
+                            .buf
+                            .get(skew..skew + want)
+                            .ok_or_else(|| io::Error::other("read buffer too small"));
                     }
                     // Short or refused: fall back to the page cache.
                     Ok(_) | Err(_) => self.direct = None,
@@ -412,79 +440,8 @@ impl Trailing {
             .buf
             .get_mut(skew..skew + want)
             .ok_or_else(|| io::Error::other("read buffer too small"))?;
-        self.file.read_exact_at(dst, self.pos)?;
-        self.have = skew..skew + want;
-        self.pos += want as u64;
-        Ok(())
-    }
-}
-
-impl Drop for Trailing {
-    /// The verifier is done, finished or not: the writer hands it nothing
-    /// more, and what it was handed goes back to the budget now, not when
-    /// the writer lets go of the transfer.
-    fn drop(&mut self) {
-        let mut m = self
-            .progress
-            .mark
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        m.cancelled = true;
-        self.progress.budget.give(m.release());
-    }
-}
-
-impl Lend for Trailing {
-    fn lend(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<usize> {
-        if !self.current.is_empty() {
-            let n = self.current.len().min(max);
-            f(self.current.get(..n).ok_or_else(out_of_range)?);
-            self.current.advance(n);
-            if self.current.is_empty() {
-                // Let go of the block entirely, so that the buffer given
-                // back is not still shared with this reader.
-                self.current = Bytes::new();
-                if let (Some(whole), Some(r)) = (self.whole.take(), &self.recycle) {
-                    r.give(whole);
-                }
-            }
-            return Ok(n);
-        }
-        if self.have.is_empty() {
-            if self.pos >= self.size || max == 0 {
-                return Ok(0);
-            }
-            self.fill()?;
-            if !self.current.is_empty() {
-                return self.lend(max, f);
-            }
-        }
-        let n = self.have.len().min(max);
-        f(self
-            .buf
-            .get(self.have.start..self.have.start + n)
-            .ok_or_else(out_of_range)?);
-        self.have.start += n;
-        Ok(n)
-    }
-}
-
-/// What a reader that lost track of its own buffer reports, rather than
-/// lend fewer bytes than it counts.
-fn out_of_range() -> io::Error {
-    io::Error::other("verifier reader: range outside its buffer")
-}
-
-impl Read for Trailing {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let max = out.len();
-        let mut at = 0;
-        self.lend(max, &mut |s| {
-            if let Some(dst) = out.get_mut(at..at + s.len()) {
-                dst.copy_from_slice(s);
-            }
-            at += s.len();
-        })
+        self.file.read_exact_at(dst, pos)?;
+        Ok(dst)
     }
 }
 
@@ -492,56 +449,56 @@ impl Read for Trailing {
 mod tests {
     use super::*;
 
-    /// Waits (up to 10 s) until the verifier of `p` waits for bytes at
-    /// `offset`.
-    fn wait_until_waiting_at(p: &Progress, offset: u64) {
+    /// Waits (up to 10 s) until `v` waits for bytes at `offset`.
+    fn wait_until_waiting_at(v: &Verifier, offset: u64) {
         let end = std::time::Instant::now() + Duration::from_secs(10);
-        while p.waiting_at() != Some(offset) {
+        while v.waiting_at() != Some(offset) {
             assert!(
                 std::time::Instant::now() < end,
                 "the verifier waits at {:?}, not at {offset}",
-                p.waiting_at()
+                v.waiting_at()
             );
             std::thread::sleep(Duration::from_millis(2));
         }
     }
 
     #[test]
-    fn reads_only_what_is_written_and_stops_when_cancelled() {
+    fn feeds_only_what_is_written_and_stops_when_cancelled() {
         // /var/tmp: a disk filesystem, where direct reads are used.
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let path = dir.path().join("part");
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-        // Not yet written: sevens, which must never be read.
+        // Not yet written: sevens, which must never be fed.
         std::fs::write(&path, vec![7u8; data.len()]).unwrap();
         let trust = Arc::new(TrustStore::default());
+        let budget = Handoffs::default();
         let v = Verifier::spawn(
             &path,
             data.len() as u64,
             trust.clone(),
             None,
-            Handoffs::default(),
+            budget.clone(),
         )
         .unwrap();
         // Before anything is written it waits at the start.
-        wait_until_waiting_at(v.progress(), 0);
-        // Written in two steps; the reader must stop exactly where the
+        wait_until_waiting_at(&v, 0);
+        // Written in two steps; the thread must stop exactly where the
         // first ends, and see the final bytes only.
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         let first = 4096 * 300;
         f.write_all_at(&data[..first], 0).unwrap();
-        v.progress().advance(first as u64);
-        wait_until_waiting_at(v.progress(), first as u64);
+        v.advance(first as u64);
+        wait_until_waiting_at(&v, first as u64);
         f.write_all_at(&data[first..], first as u64).unwrap();
         // The tail is also handed over in memory, as the writer does.
-        v.progress()
-            .hand_over(first as u64, Bytes::copy_from_slice(&data[first..]));
-        v.progress().advance(data.len() as u64);
+        v.hand_over(first as u64, Bytes::copy_from_slice(&data[first..]));
+        v.advance(data.len() as u64);
         let found = v.finish().unwrap();
-        // Had it read a seven, the digest would differ.
+        // Had it fed a seven, the digest would differ.
         assert_eq!(found.digest, weir_protocol::digest::digest(&data));
-        // Not a bundle: rejected, but the hash is still over every byte.
+        // Not a bundle: rejected, but the digest is still over every byte.
         assert!(found.verdict.is_err());
+        assert_eq!(budget.held(), 0, "the handed-over block went back");
 
         let mut v =
             Verifier::spawn(&path, data.len() as u64, trust, None, Handoffs::default()).unwrap();
@@ -554,54 +511,31 @@ mod tests {
     #[test]
     fn handed_over_blocks_share_one_budget_and_go_back_to_it() {
         let budget = Handoffs::default();
-        let a = Arc::new(Progress::new(budget.clone()));
-        let b = Arc::new(Progress::new(budget.clone()));
-        let block = Bytes::from(vec![7u8; HANDOFF_BYTES / 4]);
+        let _a = Member::join(budget.clone());
+        let _b = Member::join(budget.clone());
+        let block = HANDOFF_BYTES / 4;
         // Two verifiers: each may hold half the budget.
-        for i in 0..3 {
-            a.hand_over(i * block.len() as u64, block.clone());
-        }
-        assert_eq!(
-            a.mark.lock().unwrap().handoff.len(),
-            2,
+        assert!(budget.take(0, block));
+        assert!(budget.take(block, block));
+        assert!(
+            !budget.take(2 * block, block),
             "a third is beyond a's share"
         );
-        assert_eq!(budget.held(), HANDOFF_BYTES / 2);
-        b.hand_over(0, block.clone());
-        b.hand_over(block.len() as u64, block.clone());
+        assert!(budget.take(0, block));
+        assert!(budget.take(block, block));
         assert_eq!(budget.held(), HANDOFF_BYTES);
-        // Full: a fifth block, whichever verifier it is for, is read back
-        // from disk instead.
-        a.hand_over(3 * block.len() as u64, block.clone());
-        b.hand_over(2 * block.len() as u64, block.clone());
-        assert_eq!(budget.held(), HANDOFF_BYTES);
-        // A reader past the first block takes the second, drops the first
-        // (read from disk meanwhile) and gives both back.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("part");
-        std::fs::write(&path, vec![0u8; 4 * block.len()]).unwrap();
-        let size = 4 * block.len() as u64;
-        let mut reader = Trailing::new(File::open(&path).unwrap(), None, size, None, a.clone());
-        reader.pos = block.len() as u64;
-        a.advance(4 * block.len() as u64);
-        reader.wait_ready().unwrap();
-        assert_eq!(reader.current.len(), block.len());
-        assert_eq!(budget.held(), HANDOFF_BYTES / 2);
-        // A verifier whose thread ended (finished, failed or panicked) is
-        // handed nothing more, though the writer still holds its progress.
-        drop(reader);
-        a.hand_over(3 * block.len() as u64, block.clone());
-        assert_eq!(budget.held(), HANDOFF_BYTES / 2);
-        // Once it is gone, the one left may hold the whole budget.
-        drop(a);
-        b.hand_over(2 * block.len() as u64, block.clone());
-        assert_eq!(budget.held(), 3 * HANDOFF_BYTES / 4);
-        // One cancelled before its reader ends: what it held goes back once
-        // both ends are gone.
-        b.cancel();
-        assert_eq!(budget.held(), 3 * HANDOFF_BYTES / 4);
-        drop(b);
-        assert_eq!(budget.held(), 0);
+        // Full: a verifier holding nothing cannot take one either.
+        assert!(!budget.take(0, block));
+        // A block's bytes go back when it is dropped, wherever that is.
+        let mine = Arc::new(AtomicUsize::new(block));
+        drop(Held {
+            offset: 0,
+            data: Bytes::from(vec![0u8; block]),
+            budget: budget.clone(),
+            mine: mine.clone(),
+        });
+        assert_eq!(budget.held(), HANDOFF_BYTES - block);
+        assert_eq!(mine.load(Ordering::Acquire), 0);
     }
 
     #[test]
@@ -609,85 +543,41 @@ mod tests {
         // Sixteen verifiers, 2 MiB shares, 2.2 MiB blocks (MTU 9000): each
         // still takes one block at a time.
         let budget = Handoffs::default();
-        let all: Vec<_> = (0..16).map(|_| Progress::new(budget.clone())).collect();
-        let block = Bytes::from(vec![1u8; 2_285_568]);
-        for p in &all {
-            p.hand_over(0, block.clone());
-            p.hand_over(block.len() as u64, block.clone());
+        let _all: Vec<_> = (0..16).map(|_| Member::join(budget.clone())).collect();
+        let block = 2_285_568;
+        let mut taken = 0;
+        for _ in 0..16 {
+            taken += usize::from(budget.take(0, block));
+            assert!(!budget.take(block, block));
         }
         // 14 blocks fit in 32 MiB; each verifier holds at most one.
-        assert_eq!(budget.held(), 14 * block.len());
-        drop(all);
-        assert_eq!(budget.held(), 0);
+        assert_eq!(taken, 14);
     }
 
-    /// A reader of a partial file of `blocks` blocks, all written: zeros
-    /// on disk, and the second block handed over in memory as sevens. Also
-    /// returns the address of the handed-over bytes.
-    fn sevens_handed_over(
-        block: usize,
-        blocks: usize,
-        budget: Handoffs,
-    ) -> (tempfile::TempDir, Trailing, usize) {
-        // /var/tmp: a disk filesystem, where direct reads are used.
+    #[test]
+    fn a_read_back_stops_where_a_handed_over_block_starts() {
+        // Zeros on disk; the second block handed over in memory as sevens.
+        // The digest must be that of zeros, sevens, zeros: a 1 MiB disk
+        // read from offset 0 would have run over the block and dropped it.
+        let block = 256 << 10;
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let path = dir.path().join("part");
-        std::fs::write(&path, vec![0u8; blocks * block]).unwrap();
-        let progress = Arc::new(Progress::new(budget));
-        let handed = Bytes::from(vec![7u8; block]);
-        let at = handed.as_ptr() as usize;
-        progress.hand_over(block as u64, handed);
-        progress.advance((blocks * block) as u64);
-        let file = File::open(&path).unwrap();
-        let size = (blocks * block) as u64;
-        let reader = Trailing::new(file, direct_reader(&path), size, None, progress);
-        (dir, reader, at)
-    }
-
-    #[test]
-    fn a_verifier_reading_from_disk_stops_where_a_handed_over_block_starts() {
-        let block = 256 << 10;
-        // The reader must return the sevens: a 1 MiB disk read from offset
-        // 0 would have run over the block and dropped it.
+        std::fs::write(&path, vec![0u8; 3 * block]).unwrap();
         let budget = Handoffs::default();
-        let (_dir, mut reader, _) = sevens_handed_over(block, 3, budget.clone());
-        let mut out = Vec::new();
-        reader.read_to_end(&mut out).unwrap();
-        assert_eq!(out.len(), 3 * block);
-        assert!(out[..block].iter().all(|b| *b == 0));
-        assert!(
-            out[block..2 * block].iter().all(|b| *b == 7),
-            "the handed-over block was read"
-        );
-        assert!(out[2 * block..].iter().all(|b| *b == 0));
-        drop(reader);
+        let v = Verifier::spawn(
+            &path,
+            3 * block as u64,
+            Arc::new(TrustStore::default()),
+            None,
+            budget.clone(),
+        )
+        .unwrap();
+        v.hand_over(block as u64, Bytes::from(vec![7u8; block]));
+        v.advance(3 * block as u64);
+        let found = v.finish().unwrap();
+        let mut want = vec![0u8; 3 * block];
+        want[block..2 * block].fill(7);
+        assert_eq!(found.digest, weir_protocol::digest::digest(&want));
         assert_eq!(budget.held(), 0);
-    }
-
-    #[test]
-    fn a_handed_over_block_is_lent_where_it_lies_not_copied() {
-        let block = 64 << 10;
-        let (_dir, mut reader, at) = sevens_handed_over(block, 2, Handoffs::default());
-        // (start address, length, all sevens) of each lent slice.
-        let mut lent = Vec::new();
-        while reader
-            .lend(1 << 20, &mut |s| {
-                lent.push((s.as_ptr() as usize, s.len(), s.iter().all(|b| *b == 7)))
-            })
-            .unwrap()
-            > 0
-        {}
-        assert_eq!(lent.iter().map(|l| l.1).sum::<usize>(), 2 * block);
-        // The disk's zeros first, then the block itself, at its own address.
-        assert!(lent.iter().take_while(|l| !l.2).map(|l| l.1).sum::<usize>() == block);
-        let first_seven = lent.iter().position(|l| l.2).unwrap();
-        assert_eq!(
-            lent[first_seven].0, at,
-            "the block was copied before it was lent"
-        );
-        assert_eq!(
-            lent[first_seven..].iter().map(|l| l.1).sum::<usize>(),
-            block
-        );
     }
 }

@@ -185,7 +185,7 @@ impl Part {
         }
         if let Some(v) = &self.verifier {
             let ready = d.block_offset(self.next_block).min(d.size);
-            v.progress().advance(ready);
+            v.advance(ready);
         }
     }
 }
@@ -551,7 +551,7 @@ impl Writer {
             // The verifier reads it next: hand it over (it gives the
             // buffer back once read).
             if let Some(v) = &p.verifier {
-                v.progress().hand_over(offset, data.clone());
+                v.hand_over(offset, data.clone());
             }
             p.advance();
         }

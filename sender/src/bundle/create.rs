@@ -2,7 +2,7 @@
 //!
 //! Two passes over the inputs: the first hashes every file for the
 //! manifest (which comes first in the archive), the second copies them into
-//! the archive and fails if any file changed in between. The archive is
+//! the archive, where the writer fails if any file changed in between. The archive is
 //! written under a temporary name beside the output and linked into place
 //! only when complete, so a bundle is never half-written and an existing
 //! file is never replaced.
@@ -15,13 +15,12 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, bail};
-use weir_protocol::bundle::{
+use weir_bundle::{
     Artifact, BundleWriter, FORMAT, Manifest, Mode, Sbom, SbomFormat, path::check_str,
 };
 
 use super::output::AtomicOutput;
 use crate::keys::{SigningKey, sign_manifest};
-use weir_protocol::bundle::HashingReader;
 
 /// What to put in a bundle.
 #[derive(Debug, Clone)]
@@ -169,43 +168,15 @@ pub fn create(req: &CreateRequest, key: &SigningKey, now: SystemTime) -> anyhow:
     let manifest_bytes = manifest.to_bytes();
     let signature = sign_manifest(key, &manifest_bytes, &manifest.trusted_comment())?;
 
-    let mtime = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     let out = AtomicOutput::create(&req.out)?;
-    let mut w = BundleWriter::new(out.file()?, mtime);
-    w.manifest(&manifest_bytes)?;
-    w.signature(key.id, &signature)?;
-    for (i, entry) in payload.iter().zip(&manifest.artifacts) {
-        copy_checked(&mut w, i, entry.size, entry.mode, &entry.blake3)?;
-    }
-    for (i, entry) in sbom_inputs.iter().zip(&manifest.sboms) {
-        copy_checked(&mut w, i, entry.size, Mode::Regular, &entry.blake3)?;
+    let mut w = BundleWriter::new(out.file()?, &manifest_bytes, &[(key.id, signature)])?;
+    // Artifacts then SBOMs: the manifest's order, which the writer follows.
+    for input in payload.iter().chain(&sbom_inputs) {
+        let f = File::open(&input.source).with_context(|| format!("{}", input.source.display()))?;
+        w.entry(BufReader::with_capacity(1 << 20, f))
+            .with_context(|| format!("{}", input.source.display()))?;
     }
     w.finish()?;
     out.publish_new()?;
     Ok(manifest)
-}
-
-/// Copies one input into the archive, re-hashing it on the way, and fails
-/// if it changed since the manifest was made.
-fn copy_checked(
-    w: &mut BundleWriter<&File>,
-    input: &Input,
-    size: u64,
-    mode: Mode,
-    want: &str,
-) -> anyhow::Result<()> {
-    let f = File::open(&input.source).with_context(|| format!("{}", input.source.display()))?;
-    let mut hashing = HashingReader::new(BufReader::with_capacity(1 << 20, f));
-    w.file(&input.archive_path, mode, size, &mut hashing)
-        .with_context(|| format!("{}", input.source.display()))?;
-    if hashing.finalize().to_hex().as_str() != want {
-        bail!(
-            "{} changed while the bundle was being written",
-            input.source.display()
-        );
-    }
-    Ok(())
 }

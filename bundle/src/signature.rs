@@ -10,11 +10,15 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 
-use super::manifest::Manifest;
-use super::trust::{KeyId, KeyStatus, TrustStore};
+use crate::manifest::Manifest;
+use crate::trust::{KeyId, KeyStatus, TrustStore};
 
 /// Largest signature file accepted, in bytes.
 pub const MAX_SIGNATURE: u64 = 4096;
+/// The untrusted comment of every signature file: stock `minisign -S`
+/// writes it when given no `-c`, and nothing in a signature file is free
+/// text.
+pub const UNTRUSTED_COMMENT: &str = "signature from minisign secret key";
 /// Most signatures one bundle may carry.
 pub const MAX_SIGNATURES: usize = 64;
 
@@ -88,6 +92,48 @@ pub enum SignatureProblem {
     },
 }
 
+/// Checks that a signature file has the one form a bundle allows:
+///
+/// ```text
+///  untrusted comment: signature from minisign secret key⏎
+///  <base64 of "ED" ‖ key id ‖ signature: 74 bytes, padded>⏎
+///  trusted comment: <any text, checked against the manifest later>⏎
+///  <base64 of the global signature: 64 bytes, padded>⏎
+/// ```
+///
+/// Line ends are LF, nothing follows the last one, and each base64 line is
+/// the one encoding of its bytes. On failure, returns the part that
+/// differs.
+pub fn check_form(text: &str) -> Result<(), &'static str> {
+    let body = text.strip_suffix('\n').ok_or("final line end")?;
+    if body.contains('\r') {
+        return Err("line ends");
+    }
+    let lines: Vec<&str> = body.split('\n').collect();
+    let [untrusted, sig, trusted, global] = lines.as_slice() else {
+        return Err("line count");
+    };
+    if untrusted.strip_prefix("untrusted comment: ") != Some(UNTRUSTED_COMMENT) {
+        return Err("untrusted comment");
+    }
+    if !trusted.starts_with("trusted comment: ") {
+        return Err("trusted comment line");
+    }
+    for (line, len, part) in [
+        (sig, 74, "signature line"),
+        (global, 64, "global signature line"),
+    ] {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let ok = b64
+            .decode(line)
+            .is_ok_and(|raw| raw.len() == len && b64.encode(&raw) == **line);
+        if !ok {
+            return Err(part);
+        }
+    }
+    Ok(())
+}
+
 /// The key id a minisign signature text names (line 2: `ED` ‖ key id ‖ sig).
 pub fn signature_key_id(text: &str) -> Result<KeyId, SignatureProblem> {
     let line = text
@@ -128,6 +174,15 @@ pub fn check_signature(
             inside: key_id,
         });
     }
+    // Every signature of a bundle, counted or not, vouches for this
+    // bundle: its trusted comment is not free text either.
+    let sig = minisign_verify::Signature::decode(text)
+        .map_err(|e| SignatureProblem::Malformed(e.to_string()))?;
+    if sig.trusted_comment() != manifest.trusted_comment() {
+        return Err(SignatureProblem::Comment {
+            comment: sig.trusted_comment().to_owned(),
+        });
+    }
     let key = store
         .by_key_id(key_id)
         .ok_or(SignatureProblem::Untrusted(key_id))?;
@@ -137,8 +192,6 @@ pub fn check_signature(
         KeyStatus::Revoked => return Err(SignatureProblem::Revoked { id, key_id }),
         KeyStatus::Expired => return Err(SignatureProblem::Expired { id, key_id }),
     }
-    let sig = minisign_verify::Signature::decode(text)
-        .map_err(|e| SignatureProblem::Malformed(e.to_string()))?;
     let pk = minisign_verify::PublicKey::from_base64(&key.public_key).map_err(|_| {
         SignatureProblem::Bad {
             id: id.clone(),
@@ -150,11 +203,6 @@ pub fn check_signature(
             id: id.clone(),
             key_id,
         })?;
-    if sig.trusted_comment() != manifest.trusted_comment() {
-        return Err(SignatureProblem::Comment {
-            comment: sig.trusted_comment().to_owned(),
-        });
-    }
     Ok(Signer {
         id,
         name: key.name.clone(),

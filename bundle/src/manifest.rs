@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::path::{PathProblem, check_str, fold_case};
+use crate::path::{PathProblem, check_str, fold_case};
 
 /// The `format` value of this version.
 pub const FORMAT: &str = "weir-bundle/1";
@@ -35,6 +35,9 @@ pub const MAX_ENTRIES: usize = 100_000;
 pub const MAX_LABELS: usize = 64;
 /// Longest name, version, label key or label value.
 pub const MAX_FIELD: usize = 128;
+/// Largest file a bundle carries: what 11 octal digits of a ustar `size`
+/// field hold (8 GiB − 1).
+pub const MAX_ENTRY_SIZE: u64 = crate::ustar::MAX_OCTAL_11;
 
 /// File mode of an artifact: only these two exist in a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -202,6 +205,9 @@ pub enum ManifestError {
     /// A hash that is not 64 lowercase hex digits.
     #[error("hash of {0:?} is not 64 lowercase hex digits")]
     Hash(String),
+    /// A file larger than a ustar header can describe.
+    #[error("{0:?} is larger than 8 GiB - 1 bytes, the most a ustar header holds")]
+    TooLarge(String),
 }
 
 fn field_ok(s: &str) -> bool {
@@ -252,6 +258,39 @@ impl Manifest {
             }))
     }
 
+    /// How many entries the manifest lists.
+    pub fn entry_count(&self) -> usize {
+        self.artifacts.len() + self.sboms.len()
+    }
+
+    /// Entry `i` in archive order (artifacts, then SBOMs).
+    pub fn entry(&self, i: usize) -> Option<EntryRef<'_>> {
+        match self.artifacts.get(i) {
+            Some(a) => Some(EntryRef {
+                path: &a.path,
+                size: a.size,
+                blake3: &a.blake3,
+                mode: a.mode,
+            }),
+            None => self
+                .sboms
+                .get(i.checked_sub(self.artifacts.len())?)
+                .map(|s| EntryRef {
+                    path: &s.path,
+                    size: s.size,
+                    blake3: &s.blake3,
+                    mode: Mode::Regular,
+                }),
+        }
+    }
+
+    /// `created` in seconds since the epoch: every header's mtime.
+    pub fn created_secs(&self) -> Option<u64> {
+        let t = humantime::parse_rfc3339(&self.created).ok()?;
+        let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        (secs <= crate::ustar::MAX_OCTAL_11).then_some(secs)
+    }
+
     /// The comment every weir signature's trusted comment must carry, so
     /// that an auditor reading `minisign -V` output sees what was signed.
     pub fn trusted_comment(&self) -> String {
@@ -274,8 +313,7 @@ impl Manifest {
                 });
             }
         }
-        let created_ok =
-            self.created.ends_with('Z') && humantime::parse_rfc3339(&self.created).is_ok();
+        let created_ok = self.created.ends_with('Z') && self.created_secs().is_some();
         if !created_ok {
             return Err(ManifestError::Created(self.created.clone()));
         }
@@ -307,9 +345,13 @@ impl Manifest {
         let entries = self
             .artifacts
             .iter()
-            .map(|a| (&a.path, &a.blake3, "payload/"))
-            .chain(self.sboms.iter().map(|s| (&s.path, &s.blake3, "sbom/")));
-        for (path, hash, prefix) in entries {
+            .map(|a| (&a.path, a.size, &a.blake3, "payload/"))
+            .chain(
+                self.sboms
+                    .iter()
+                    .map(|s| (&s.path, s.size, &s.blake3, "sbom/")),
+            );
+        for (path, size, hash, prefix) in entries {
             check_str(path).map_err(|problem| ManifestError::Path {
                 path: path.clone(),
                 problem,
@@ -319,6 +361,9 @@ impl Manifest {
             }
             if !hex_ok(hash) {
                 return Err(ManifestError::Hash(path.clone()));
+            }
+            if size > MAX_ENTRY_SIZE {
+                return Err(ManifestError::TooLarge(path.clone()));
             }
             let f = fold_case(path);
             let mut at = 0;
@@ -342,6 +387,7 @@ impl Manifest {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -415,6 +461,21 @@ mod tests {
         assert!(matches!(
             bad(&|m| m.artifacts[0].blake3 = "AB".into()),
             ManifestError::Hash(_)
+        ));
+        assert!(matches!(
+            bad(&|m| m.artifacts[0].size = MAX_ENTRY_SIZE + 1),
+            ManifestError::TooLarge(_)
+        ));
+        assert!(matches!(
+            bad(&|m| m.created = "2300-01-01T00:00:00Z".into()),
+            ManifestError::Created(_)
+        ));
+        assert!(matches!(
+            bad(&|m| m.artifacts[0].path = format!("payload/{}", "a".repeat(101))),
+            ManifestError::Path {
+                problem: PathProblem::NoSplit,
+                ..
+            }
         ));
         assert!(matches!(
             bad(&|m| {

@@ -3,11 +3,13 @@
 //! A bundle path is relative, UTF-8, made of `/`-separated components that
 //! are neither empty, `.` nor `..`, contain no NUL or backslash, and are at
 //! most [`MAX_COMPONENT`] bytes; the whole path is at most [`MAX_PATH`]
-//! bytes. Two paths of one bundle may not differ only in letter case, so
+//! bytes and fits a ustar header: a path longer than 100 bytes needs a `/`
+//! with at most 155 bytes before it and 100 after it
+//! ([`ustar::split`](crate::ustar::split)). Two paths of one bundle may not differ only in letter case, so
 //! that extracting on a case-insensitive file system cannot merge them.
 
-/// Longest bundle path, in bytes.
-pub const MAX_PATH: usize = 1024;
+/// Longest bundle path, in bytes: what a ustar header holds.
+pub const MAX_PATH: usize = crate::ustar::MAX_PATH;
 /// Longest path component, in bytes.
 pub const MAX_COMPONENT: usize = 255;
 
@@ -32,6 +34,10 @@ pub enum PathProblem {
     /// Longer than [`MAX_PATH`] or a component longer than [`MAX_COMPONENT`].
     #[error("too long")]
     TooLong,
+    /// Longer than 100 bytes, with no `/` that leaves at most 155 bytes
+    /// before it and 100 after it.
+    #[error("too long for a ustar header (no `/` splits it into at most 155 and 100 bytes)")]
+    NoSplit,
 }
 
 /// Checks raw path bytes from an archive header or a manifest.
@@ -60,6 +66,9 @@ pub fn check_str(s: &str) -> Result<(), PathProblem> {
             _ => {}
         }
     }
+    if crate::ustar::split(s).is_none() {
+        return Err(PathProblem::NoSplit);
+    }
     Ok(())
 }
 
@@ -85,8 +94,15 @@ mod tests {
         assert_eq!(check_path(b"payload/a\nb"), Err(PathProblem::Character));
         let long = format!("payload/{}", "a".repeat(256));
         assert_eq!(check_path(long.as_bytes()), Err(PathProblem::TooLong));
-        let deep = "payload/".to_string() + &"ab/".repeat(400) + "x";
+        let deep = "payload/".to_string() + &"ab/".repeat(100) + "x";
         assert_eq!(check_path(deep.as_bytes()), Err(PathProblem::TooLong));
+        let unsplittable = format!("payload/{}", "a".repeat(120));
+        assert_eq!(
+            check_path(unsplittable.as_bytes()),
+            Err(PathProblem::NoSplit)
+        );
+        let split = format!("payload/{}/{}", "a".repeat(120), "b".repeat(100));
+        assert_eq!(check_path(split.as_bytes()), Ok(split.as_str()));
         assert_eq!(fold_case("Payload/ÄB"), fold_case("payload/äb"));
     }
 }

@@ -50,8 +50,7 @@ pub use link::{FrameAddr, LinkEncoder};
 pub use loss::{LossMeter, LossStats};
 pub use rate::Rate;
 pub use reassembler::{
-    DigestCheck, DropCounts, Event, Reassembler, ReassemblerConfig, Refusal, SpilledBlock, Stats,
-    TransferState,
+    DropCounts, Event, Reassembler, ReassemblerConfig, Refusal, SpilledBlock, Stats, TransferState,
 };
 pub use size::ByteSize;
 pub use wire::{FrameKind, Integrity, LinkKey, Mtu};

@@ -9,13 +9,13 @@
 //!  shard ──────▶ pending block (K slots of shard size; parity parks in
 //!     │          the slots of missing data shards)
 //!     │  K shards ─▶ FEC decode if needed ─▶ Event::BlockReady ─▶ driver writes
-//!     │                                          └─▶ transfer digest, in order
 //!     │  memory budget full ─▶ Event::SpillBlock (driver writes the data
 //!     │          shards it has; a later pass brings fresh parity, and
 //!     │          Event::ReloadBlock asks for them back)
 //!     ▼
-//!  all blocks ─▶ Event::TransferComplete (digest verified, mismatched,
-//!                or to be read back); idle too long ─▶ Event::TransferExpired
+//!  all blocks ─▶ Event::TransferComplete (the driver checks the transfer
+//!                digest of the file it wrote); idle too long
+//!                ─▶ Event::TransferExpired
 //! ```
 //!
 //! Memory is bounded by [`ReassemblerConfig::max_memory`]: each transfer
@@ -25,7 +25,7 @@
 //! the core also keeps one bit per block (done) and, for spilled blocks,
 //! one bit per data shard.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::{EndOfPass, Heartbeat};
 use crate::descriptor::{MAX_TRANSFER_LEN, TransferDescriptor, TransferId};
-use crate::digest::Digester;
 use crate::fec::{BlockDecoder, Slot};
 use crate::loss::{LossMeter, LossStats, SeqVerdict};
 use crate::wire::{DecodeError, FrameKind, FrameRef, HEADER_LEN, Header, Integrity, decode_frame};
@@ -71,11 +70,6 @@ pub struct ReassemblerConfig {
     /// not been seen (it was lost, or the receiver started mid-transfer);
     /// they are replayed when it arrives. Part of `max_memory`.
     pub limbo_memory: usize,
-    /// Hash each file as its blocks are rebuilt (the digest then comes
-    /// with [`Event::TransferComplete`]). A driver that hashes the file
-    /// itself, off the receive path, turns it off: every completion then
-    /// says [`DigestCheck::NeedsReadBack`].
-    pub hash_while_receiving: bool,
 }
 
 impl Default for ReassemblerConfig {
@@ -88,22 +82,8 @@ impl Default for ReassemblerConfig {
             remember_finished: 4096,
             max_transfer_size: MAX_TRANSFER_LEN,
             limbo_memory: 2 << 20,
-            hash_while_receiving: true,
         }
     }
-}
-
-/// What became of a completed transfer's digest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DigestCheck {
-    /// Hashed while blocks arrived; equals the descriptor's digest.
-    Verified,
-    /// Hashed while blocks arrived; differs from the descriptor's digest.
-    /// The file is wrong and must not be used.
-    Mismatch,
-    /// Blocks arrived too far out of order to hash on the fly: the driver
-    /// must hash the written file and compare with the descriptor.
-    NeedsReadBack,
 }
 
 /// Work for the driver and news for the operator.
@@ -151,12 +131,12 @@ pub enum Event {
         /// Blocks still missing.
         missing_blocks: u32,
     },
-    /// Every block was delivered.
+    /// Every block was delivered. The core never sees the file whole: the
+    /// driver checks its transfer digest (the receiver does so while the
+    /// blocks arrive, as it verifies the bundle).
     TransferComplete {
         /// The transfer.
         descriptor: TransferDescriptor,
-        /// Whether the file's BLAKE3 was checked on the fly.
-        digest: DigestCheck,
     },
     /// Nothing arrived for the expiry time; these blocks never arrived.
     TransferExpired {
@@ -335,10 +315,8 @@ pub struct Stats {
     /// New blocks that got a given-back buffer ([`Reassembler::recycle`])
     /// instead of a fresh one.
     pub buffers_reused: u64,
-    /// Transfers completed with a verified or read-back digest.
+    /// Transfers whose every block was delivered.
     pub transfers_completed: u64,
-    /// Transfers whose on-the-fly digest did not match.
-    pub transfers_corrupt: u64,
     /// Transfers that expired incomplete.
     pub transfers_expired: u64,
 }
@@ -551,11 +529,6 @@ struct Transfer {
     pending: FastMap<u32, PendingBlock>,
     /// Spilled blocks not currently pending: data shards on disk.
     spilled: FastMap<u32, Bits>,
-    /// Transfer digest over blocks `0..hashed`; `None` once given up.
-    hasher: Option<Box<Digester>>,
-    hashed: u32,
-    /// Ready blocks waiting for the hash to reach them.
-    unhashed: BTreeMap<u32, Bytes>,
     last_seen: Instant,
     /// The pass whose end was counted last, until a shard of the transfer
     /// arrives: the sender sends the end-of-pass frame several times in a
@@ -565,7 +538,7 @@ struct Transfer {
 
 impl Transfer {
     fn held_blocks(&self) -> usize {
-        self.pending.len() + self.unhashed.len()
+        self.pending.len()
     }
     fn missing_runs(&self) -> Vec<Range<u32>> {
         self.done
@@ -803,10 +776,8 @@ impl Reassembler {
 
     /// Resumes a transfer from a saved state (after a restart, or when the
     /// driver could not store blocks of a transfer the core thought
-    /// complete). Blocks marked done are not rebuilt again; the whole-file
-    /// digest will have to be read back unless no block was done. A state
-    /// with every block done completes at once
-    /// ([`Event::TransferComplete`] with [`DigestCheck::NeedsReadBack`]).
+    /// complete). Blocks marked done are not rebuilt again. A state with
+    /// every block done completes at once ([`Event::TransferComplete`]).
     pub fn import_state(&mut self, now: Instant, state: TransferState) -> Result<(), StateError> {
         let id = state.descriptor.transfer;
         let complete = state.is_complete();
@@ -826,7 +797,6 @@ impl Reassembler {
             let bits = Bits::from_words(words, k).ok_or(StateError::Inconsistent)?;
             spilled.insert(b, bits);
         }
-        let fresh = done.count() == 0 && self.config.hash_while_receiving;
         self.transfers.insert(
             id,
             Transfer {
@@ -834,9 +804,6 @@ impl Reassembler {
                 done,
                 pending: FastMap::default(),
                 spilled,
-                hasher: fresh.then(Box::default),
-                hashed: 0,
-                unhashed: BTreeMap::new(),
                 last_seen: now,
                 pass_ended: None,
             },
@@ -962,8 +929,6 @@ impl Reassembler {
         let t = self.transfers.remove(&id)?;
         let block_len = t.desc.fec.block_len();
         self.memory = self.memory.saturating_sub(t.pending.len() * block_len);
-        let unhashed: usize = t.unhashed.values().map(Bytes::len).sum();
-        self.memory = self.memory.saturating_sub(unhashed);
         Some(t)
     }
 
@@ -1071,9 +1036,6 @@ impl Reassembler {
             desc: desc.clone(),
             pending: FastMap::default(),
             spilled: FastMap::default(),
-            hasher: self.config.hash_while_receiving.then(Box::default),
-            hashed: 0,
-            unhashed: BTreeMap::new(),
             last_seen: now,
             pass_ended: None,
         };
@@ -1234,17 +1196,6 @@ impl Reassembler {
         if t.held_blocks() < allowed {
             return true;
         }
-        if !t.unhashed.is_empty() {
-            // Hashing on the fly costs memory now: give it up; the driver
-            // will read the file back.
-            if let Some(t) = self.transfers.get_mut(&id) {
-                let freed: usize = t.unhashed.values().map(Bytes::len).sum();
-                t.unhashed.clear();
-                t.hasher = None;
-                self.memory = self.memory.saturating_sub(freed);
-            }
-            return true;
-        }
         let victim = t
             .pending
             .iter()
@@ -1346,24 +1297,6 @@ impl Reassembler {
         data.truncate(t.desc.block_len(block));
         self.memory = self.memory.saturating_sub(block_len);
         let offset = t.desc.block_offset(block);
-        if t.hasher.is_some() {
-            if block == t.hashed {
-                if let Some(h) = t.hasher.as_mut() {
-                    h.update(&data);
-                }
-                t.hashed += 1;
-                while let Some(next) = t.unhashed.remove(&t.hashed) {
-                    self.memory = self.memory.saturating_sub(next.len());
-                    if let Some(h) = t.hasher.as_mut() {
-                        h.update(&next);
-                    }
-                    t.hashed += 1;
-                }
-            } else {
-                self.memory += data.len();
-                t.unhashed.insert(block, data.clone());
-            }
-        }
         self.events.push_back(Event::BlockReady {
             transfer: id,
             block,
@@ -1384,27 +1317,10 @@ impl Reassembler {
         let Some(t) = self.remove(id) else {
             return;
         };
-        let digest = match t.hasher {
-            Some(h) if t.hashed == t.desc.block_count => {
-                if h.finalize() == t.desc.digest() {
-                    DigestCheck::Verified
-                } else {
-                    DigestCheck::Mismatch
-                }
-            }
-            _ => DigestCheck::NeedsReadBack,
-        };
-        if digest == DigestCheck::Mismatch {
-            // Not remembered as finished: a later pass may deliver it whole.
-            self.stats.transfers_corrupt += 1;
-        } else {
-            self.stats.transfers_completed += 1;
-            self.mark_finished(id);
-        }
-        self.events.push_back(Event::TransferComplete {
-            descriptor: t.desc,
-            digest,
-        });
+        self.stats.transfers_completed += 1;
+        self.mark_finished(id);
+        self.events
+            .push_back(Event::TransferComplete { descriptor: t.desc });
     }
 }
 
@@ -1581,7 +1497,6 @@ mod tests {
         assert_eq!(file, bytes);
         assert!(events.contains(&Event::TransferComplete {
             descriptor: desc.clone(),
-            digest: DigestCheck::Verified
         }));
         let s = r.stats();
         assert_eq!(s.blocks_clean, u64::from(desc.block_count));
@@ -1836,10 +1751,7 @@ mod tests {
         assert_eq!(file, bytes);
         assert!(matches!(
             events.last(),
-            Some(Event::TransferComplete {
-                digest: DigestCheck::Verified,
-                ..
-            })
+            Some(Event::TransferComplete { .. })
         ));
     }
 
@@ -2111,7 +2023,6 @@ mod tests {
         let events = run(&mut r, now, &datagrams(&desc, &bytes, 2, 2), &mut file);
         assert!(events.contains(&Event::TransferComplete {
             descriptor: desc.clone(),
-            digest: DigestCheck::NeedsReadBack
         }));
         // Every block on disk: complete at once.
         state.set_done(0);
@@ -2119,10 +2030,7 @@ mod tests {
         fresh.import_state(now, state).unwrap();
         assert_eq!(
             fresh.poll_event(),
-            Some(Event::TransferComplete {
-                descriptor: desc,
-                digest: DigestCheck::NeedsReadBack
-            })
+            Some(Event::TransferComplete { descriptor: desc })
         );
         assert_eq!(fresh.transfers_in_flight(), 0);
     }

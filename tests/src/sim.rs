@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use weir_protocol::reassembler::DigestCheck;
 use weir_protocol::{
     BundleName, Chunker, ChunkerConfig, Event, FecParams, Integrity, LinkEncoder, Reassembler,
     ReassemblerConfig, TransferDescriptor, TransferId,
@@ -61,10 +60,8 @@ pub enum Outcome {
         descriptor: TransferDescriptor,
         /// The rebuilt file.
         bytes: Vec<u8>,
-        /// Whether its BLAKE3 matched the descriptor.
+        /// Whether its transfer digest matched the descriptor.
         verified: bool,
-        /// Whether the digest had to be computed by reading back.
-        read_back: bool,
     },
     /// The transfer expired with these blocks missing.
     Expired {
@@ -82,10 +79,9 @@ impl std::fmt::Debug for Outcome {
                 descriptor,
                 bytes,
                 verified,
-                read_back,
             } => write!(
                 f,
-                "Complete({} {}: {} bytes, verified {verified}, read back {read_back})",
+                "Complete({} {}: {} bytes, verified {verified})",
                 descriptor.transfer,
                 descriptor.name,
                 bytes.len()
@@ -213,21 +209,23 @@ impl MemReceiver {
                     missing_blocks,
                     ..
                 } => self.passes_ended.push((transfer, pass, missing_blocks)),
-                Event::TransferComplete { descriptor, digest } => {
+                Event::TransferComplete { descriptor } => {
                     let bytes = self.files.remove(&descriptor.transfer).unwrap_or_default();
-                    let (verified, read_back) = match digest {
-                        DigestCheck::Verified => (true, false),
-                        DigestCheck::Mismatch => (false, false),
-                        DigestCheck::NeedsReadBack => (
-                            weir_protocol::digest::digest(&bytes) == descriptor.digest(),
-                            true,
-                        ),
-                    };
+                    let verified = weir_protocol::digest::digest(&bytes) == descriptor.digest();
+                    if !verified {
+                        // As the receiver does: the file is wrong, so the
+                        // transfer starts afresh and a later pass rebuilds
+                        // it.
+                        let fresh = weir_protocol::TransferState::new(descriptor.clone());
+                        if self.reassembler.import_state(self.now, fresh).is_ok() {
+                            self.files
+                                .insert(descriptor.transfer, vec![0; descriptor.size as usize]);
+                        }
+                    }
                     self.outcomes.push(Outcome::Complete {
                         descriptor,
                         bytes,
                         verified,
-                        read_back,
                     });
                 }
                 Event::TransferExpired {

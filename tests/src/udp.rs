@@ -20,7 +20,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use weir_protocol::reassembler::DigestCheck;
 use weir_protocol::{
     BlockSource, Chunker, Event, LinkEncoder, Reassembler, TransferDescriptor, TransferId,
 };
@@ -163,19 +162,13 @@ pub fn receive(
                         _ => reassembler.reload_failed(transfer, block),
                     }
                 }
-                Event::TransferComplete { descriptor, digest } => {
+                Event::TransferComplete { descriptor } => {
                     let Some((file, part)) = parts.remove(&descriptor.transfer) else {
                         continue;
                     };
-                    let ok = match digest {
-                        DigestCheck::Verified => true,
-                        DigestCheck::Mismatch => false,
-                        DigestCheck::NeedsReadBack => {
-                            let mut h = weir_protocol::digest::Digester::new();
-                            std::io::copy(&mut &file, &mut h)?;
-                            h.finalize() == descriptor.digest()
-                        }
-                    };
+                    let mut h = weir_protocol::digest::Digester::new();
+                    std::io::copy(&mut &file, &mut h)?;
+                    let ok = h.finalize() == descriptor.digest();
                     if ok {
                         file.sync_all()?;
                         let path = staging.join(descriptor.name.as_str());

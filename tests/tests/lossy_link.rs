@@ -90,7 +90,6 @@ fn five_percent_loss_with_twenty_percent_parity_one_pass_100_transfers() {
             Some(Outcome::Complete {
                 bytes: got,
                 verified: true,
-                read_back: false,
                 ..
             }) => {
                 if got != &bytes {

@@ -208,7 +208,6 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         max_transfer_size: settings.max_bundle,
         // The writer's verifiers hash the file as it lands, off the
         // receive thread.
-        hash_while_receiving: false,
         ..ReassemblerConfig::default()
     });
 
@@ -540,10 +539,10 @@ impl Daemon {
                     info!(%transfer, bundle = %name, pass = pass + 1, passes, missing_blocks, "pass ended");
                 }
             }
-            Event::TransferComplete { descriptor, digest } => {
+            Event::TransferComplete { descriptor } => {
                 self.tracks.remove(&descriptor.transfer);
                 self.publishing.insert(descriptor.transfer);
-                self.send(Job::Complete { descriptor, digest });
+                self.send(Job::Complete { descriptor });
             }
             Event::TransferExpired {
                 descriptor,
@@ -655,7 +654,6 @@ impl Daemon {
                                 Instant::now() + wait,
                                 PublishJob {
                                     descriptor: o.descriptor.clone(),
-                                    hash_checked: false,
                                     attempt: o.attempt.saturating_add(1),
                                     verifier: None,
                                 },

@@ -40,8 +40,6 @@ use crate::trust_file::TrustWatch;
 pub struct PublishJob {
     /// The transfer.
     pub descriptor: TransferDescriptor,
-    /// The core already checked the transfer digest while receiving.
-    pub hash_checked: bool,
     /// Earlier attempts that failed for a local reason.
     pub attempt: u32,
     /// The verifier that followed the transfer as it arrived; without

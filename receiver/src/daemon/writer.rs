@@ -28,7 +28,7 @@ use crate::trust_file::TrustWatch;
 use bytes::Bytes;
 use serde::Serialize;
 use tracing::{error, info, warn};
-use weir_protocol::{DigestCheck, SpilledBlock, TransferDescriptor, TransferId, TransferState};
+use weir_protocol::{SpilledBlock, TransferDescriptor, TransferId, TransferState};
 
 use super::Shared;
 use super::direct::{self, ALIGN, Bounce, round_up};
@@ -104,8 +104,6 @@ pub enum Job {
     Complete {
         /// The transfer.
         descriptor: TransferDescriptor,
-        /// What the on-the-fly hash found.
-        digest: DigestCheck,
     },
     /// Nothing arrived for the expiry time.
     Expired {
@@ -318,7 +316,7 @@ pub struct Writer {
     last_error_log: Option<Instant>,
     /// Complete transfers whose state could not be saved (disk full):
     /// retried at every checkpoint.
-    unsaved: Vec<(TransferDescriptor, DigestCheck)>,
+    unsaved: Vec<TransferDescriptor>,
     /// Aligned buffer for direct writes.
     bounce: Bounce,
     /// Write whole blocks with direct I/O where the filesystem allows.
@@ -639,7 +637,7 @@ impl Writer {
                     bytes,
                 });
             }
-            Job::Complete { descriptor, digest } => self.complete(descriptor, digest),
+            Job::Complete { descriptor } => self.complete(descriptor),
             Job::Expired {
                 descriptor,
                 missing,
@@ -721,21 +719,8 @@ impl Writer {
         }
     }
 
-    fn complete(&mut self, descriptor: TransferDescriptor, digest: DigestCheck) {
+    fn complete(&mut self, descriptor: TransferDescriptor) {
         let id = descriptor.transfer;
-        if digest == DigestCheck::Mismatch {
-            // The core will start over when the next pass describes it.
-            warn!(transfer = %id, bundle = %descriptor.name,
-                "rebuilt file does not match its BLAKE3; discarded, waiting for the next pass");
-            if let Some(v) = self.parts.remove(&id).and_then(|p| p.verifier) {
-                v.cancel();
-            }
-            self.live.bump(id, false);
-            if let Err(e) = self.spool.remove_partial(id) {
-                self.disk_error(id, "removing a corrupt partial file", &e);
-            }
-            return;
-        }
         let Some(mut p) = self.parts.remove(&id) else {
             // Never had a partial file (it could not be created, and that
             // was reported): the next descriptor starts it afresh.
@@ -776,18 +761,17 @@ impl Writer {
         if let Err(e) = p.file.set_len(descriptor.size) {
             self.disk_error(id, "cutting the partial file to size", &e);
             self.parts.insert(id, p);
-            self.unsaved.push((descriptor, digest));
+            self.unsaved.push(descriptor);
             return;
         }
         if !self.save(id, &mut p) {
             // Not durable yet: keep it and retry at the next checkpoint.
             self.parts.insert(id, p);
-            self.unsaved.push((descriptor, digest));
+            self.unsaved.push(descriptor);
             return;
         }
         let _ = self.publish.send(PublishJob {
             descriptor,
-            hash_checked: digest == DigestCheck::Verified,
             attempt: 0,
             verifier: p.verifier.take(),
         });
@@ -838,8 +822,8 @@ impl Writer {
     /// Saves the state of every transfer that changed: here when `now`,
     /// else through the checkpoint thread where it is free.
     fn checkpoint_all(&mut self, now: bool) {
-        for (descriptor, digest) in std::mem::take(&mut self.unsaved) {
-            self.complete(descriptor, digest);
+        for descriptor in std::mem::take(&mut self.unsaved) {
+            self.complete(descriptor);
         }
         let ids: Vec<TransferId> = self
             .parts

@@ -695,6 +695,13 @@ impl<'t> Walk<'t> {
         match self.next {
             Next::Manifest => self.manifest_header(),
             Next::Signature => {
+                let flag = ustar::typeflag(&self.block);
+                if flag != b'0' {
+                    // A record where a signature or the payload should
+                    // be: named as what it is.
+                    let raw = ustar::path_of(&self.block);
+                    return self.stop(self.type_reason(&raw, flag));
+                }
                 if ustar::path_of(&self.block).starts_with(SIGNATURES_DIR.as_bytes()) {
                     self.signature_header();
                 } else if self.signatures_done() {

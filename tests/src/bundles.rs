@@ -317,6 +317,23 @@ impl Raw {
         self.entry(&h, data)
     }
 
+    /// The header alone of an extension entry (`x`, `g`, `L`, `K`) of
+    /// `size` bytes: the start of a hostile entry whose content a test
+    /// feeds (or leaves as a hole in a sparse file) without holding it.
+    pub fn extension_header(flag: u8, size: u64) -> Block {
+        let name: &[u8] = if flag == b'L' || flag == b'K' {
+            b"././@LongLink"
+        } else {
+            b"PaxHeaders.0/entry"
+        };
+        let mut h = weir_bundle::ustar::header("x", 0o644, size, MTIME).expect("header");
+        h[..100].fill(0);
+        h[..name.len()].copy_from_slice(name);
+        h[156] = flag;
+        fix_checksum(&mut h);
+        h
+    }
+
     /// A PAX extended header with these records.
     pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
         let mut data = Vec::new();

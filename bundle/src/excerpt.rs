@@ -91,12 +91,20 @@ fn push_escaped(text: &mut String, c: char) -> bool {
         '\n' => push_bounded(text, "\\n"),
         '\t' => push_bounded(text, "\\t"),
         '\r' => push_bounded(text, "\\r"),
-        c if c.is_control() => push_bounded(text, &c.escape_unicode().to_string()),
+        c if c.is_control() || is_invisible_format(c) => {
+            push_bounded(text, &c.escape_unicode().to_string())
+        }
         c => {
             let mut b = [0u8; 4];
             push_bounded(text, c.encode_utf8(&mut b))
         }
     }
+}
+
+/// Format characters that change how a line reads without showing:
+/// bidirectional overrides and isolates, zero-width characters, the BOM.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 fn push_bounded(text: &mut String, piece: &str) -> bool {
@@ -185,6 +193,11 @@ mod tests {
         let e = Excerpt::of_bytes(b"a\nb\x1b[31m\xff\\");
         assert_eq!(e.to_string(), "a\\nb\\u{1b}[31m\\xff\\\\");
         assert!(!e.to_string().chars().any(char::is_control));
+        // A right-to-left override cannot turn "exe.txt" around in a log.
+        assert_eq!(
+            Excerpt::of("a\u{202e}txt.exe").to_string(),
+            "a\\u{202e}txt.exe"
+        );
         // A multi-byte character is never split by the cut.
         let e = Excerpt::of(&"é".repeat(200));
         assert!(e.text().len() <= MAX_EXCERPT);

@@ -137,13 +137,45 @@ pub struct Manifest {
     /// Creation time, RFC 3339, UTC, whole seconds.
     pub created: String,
     /// Free-form key=value labels.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_labels")]
     pub labels: BTreeMap<String, String>,
     /// Payload files.
     pub artifacts: Vec<Artifact>,
     /// SBOM files.
     #[serde(default)]
     pub sboms: Vec<Sbom>,
+}
+
+/// Labels with every key once: JSON allows a key twice, and two readers
+/// that kept different copies would see different labels under one
+/// signature.
+fn unique_labels<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of string labels, each key once")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = map.next_entry::<String, String>()? {
+                if out.len() >= MAX_LABELS {
+                    return Err(serde::de::Error::custom("too many labels"));
+                }
+                if out.contains_key(&k) {
+                    return Err(serde::de::Error::custom("a label key appears twice"));
+                }
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique)
 }
 
 /// A reference to any manifest entry.
@@ -492,6 +524,19 @@ mod tests {
                 m.artifacts.push(child);
             }),
             ManifestError::Collision(..)
+        ));
+    }
+
+    #[test]
+    fn a_label_key_twice_is_refused() {
+        let text = String::from_utf8(sample().to_bytes()).unwrap().replace(
+            "\"channel\": \"stable\"",
+            "\"channel\": \"stable\", \"channel\": \"beta\"",
+        );
+        assert!(text.contains("beta"));
+        assert!(matches!(
+            Manifest::from_bytes(text.as_bytes()),
+            Err(ManifestError::Json(_))
         ));
     }
 

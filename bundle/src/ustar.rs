@@ -88,8 +88,13 @@ pub fn split(path: &str) -> Option<(&str, &str)> {
     if path.len() <= NAME_LEN {
         return Some(("", path));
     }
-    let head = path.get(..=PREFIX_LEN.min(path.len() - 1))?;
-    let at = head.rfind('/')?;
+    // Bytes, not chars: a multi-byte character may straddle byte 155.
+    let reach = path.len().min(PREFIX_LEN + 1);
+    let at = path
+        .as_bytes()
+        .get(..reach)?
+        .iter()
+        .rposition(|&b| b == b'/')?;
     let (prefix, name) = (path.get(..at)?, path.get(at + 1..)?);
     (!prefix.is_empty() && !name.is_empty() && name.len() <= NAME_LEN).then_some((prefix, name))
 }
@@ -288,6 +293,10 @@ mod tests {
         assert_eq!(split(&format!("payload/{}", "n".repeat(101))), None);
         assert_eq!(split(&"p".repeat(120)), None);
         assert_eq!(split(&format!("{}/x", "p".repeat(156))), None);
+        // A two-byte character across byte 155 does not hide an earlier
+        // slash.
+        let straddle = format!("{}/{}é{}", "p".repeat(100), "q".repeat(54), "n".repeat(40));
+        assert_eq!(split(&straddle).map(|(p, _)| p.len()), Some(100));
         let longest = format!("{}/{}", "p".repeat(155), "n".repeat(100));
         assert_eq!(longest.len(), MAX_PATH);
         assert!(split(&longest).is_some());

@@ -160,7 +160,7 @@ pub enum Reason {
     },
     /// A byte that differs from the one encoding the layout allows: a
     /// header field, a PAX or GNU record, padding, a signature file's form.
-    #[error("{entry} (at byte {offset}) is not in canonical form: {field} differs")]
+    #[error("{entry} (at byte {offset}) is not in canonical form ({field})")]
     NonCanonical {
         /// The entry (or "end of archive").
         entry: Excerpt,
@@ -845,13 +845,16 @@ impl<'t> Walk<'t> {
                 path: Excerpt::of(&format!("{path} (more than {MAX_SIGNATURES} signatures)")),
             });
         }
-        let Some(size) = ustar::size_of(&self.block).filter(|s| *s <= MAX_SIGNATURE) else {
+        let Some(size) = ustar::size_of(&self.block) else {
+            return self.stop(self.non_canonical(&raw, "size"));
+        };
+        if size > MAX_SIGNATURE {
             return self.stop(Reason::SignatureInvalid {
                 path: Excerpt::of(&path),
                 detail: Excerpt::of("larger than 4 KiB"),
                 kind: "malformed",
             });
-        };
+        }
         let found = self.block;
         self.check_fields(&found, &path, Mode::Regular.bits(), size, at);
         self.last_key = Some(key);

@@ -19,7 +19,7 @@
 use std::io::{self, Read, Write};
 
 use crate::manifest::{EntryRef, MAX_MANIFEST, Manifest, ManifestError, Mode};
-use crate::signature::{MAX_SIGNATURE, check_form, signature_key_id};
+use crate::signature::{MAX_SIGNATURE, MAX_SIGNATURES, check_form, signature_key_id};
 use crate::trust::KeyId;
 use crate::ustar::{self, BLOCK};
 
@@ -107,6 +107,12 @@ impl<W: Write> BundleWriter<W> {
             return Err(WriteError::ManifestTooLarge);
         }
         let manifest = Manifest::from_bytes(manifest_bytes)?;
+        if signatures.is_empty() || signatures.len() > MAX_SIGNATURES {
+            return Err(WriteError::Order(format!(
+                "a bundle carries 1 to {MAX_SIGNATURES} signatures, not {}",
+                signatures.len()
+            )));
+        }
         let mtime = manifest.created_secs().unwrap_or(0);
         let mut sorted: Vec<&(KeyId, String)> = signatures.iter().collect();
         sorted.sort_by_key(|(k, _)| u64::from_le_bytes(k.0));

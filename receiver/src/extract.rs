@@ -148,9 +148,11 @@ fn write_all(
         let mut out = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(entry.mode.bits())
+            .mode(0o600)
             .open(&dest)
             .with_context(|| format!("creating {}", dest.display()))?;
+        // The manifest's mode exactly, whatever the umask.
+        out.set_permissions(fs::Permissions::from_mode(entry.mode.bits()))?;
         let mut hasher = blake3::Hasher::new();
         let mut reader = At {
             file: archive,

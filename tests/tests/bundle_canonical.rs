@@ -92,7 +92,8 @@ fn pax_records_on_a_signed_bundle_are_refused_wherever_they_are() {
     // capabilities cap_setuid,cap_setgid=ep.
     let fx = Fixture::new();
     let m = fx.manifest(FILES);
-    let capability: &[u8] = b"\x01\x00\x00\x02\xc0\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+    let capability: &[u8] =
+        b"\x01\x00\x00\x02\xc0\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
     let comment = vec![b'c'; 1 << 20];
     let records: [&[(&str, &[u8])]; 5] = [
         &[("SCHILY.xattr.security.capability", capability)],
@@ -107,7 +108,7 @@ fn pax_records_on_a_signed_bundle_are_refused_wherever_they_are() {
         // entry, and before the end.
         for at in 0..5 {
             let mut raw = Raw::new();
-            let mut pax_here = |raw: &mut Raw, i: usize| {
+            let pax_here = |raw: &mut Raw, i: usize| {
                 if i == at {
                     raw.pax(rec);
                 }
@@ -183,7 +184,10 @@ fn attacker_sized_strings_are_cut_in_reasons() {
     let r = fx.verify(&b).unwrap_err();
     let shown = r.to_string();
     assert!(shown.len() < 2 * MAX_EXCERPT, "{} bytes", shown.len());
-    assert!(shown.contains("bytes)"), "the original length is noted: {shown}");
+    assert!(
+        shown.contains("bytes)"),
+        "the original length is noted: {shown}"
+    );
     let json = serde_json::to_string(&r.reasons).unwrap();
     assert!(json.len() < 2 * MAX_EXCERPT, "{json}");
     // Control characters in a name are escaped.
@@ -222,7 +226,9 @@ fn gnu_tar_extracting_as_root_with_every_preserve_option_gives_exactly_the_manif
     std::fs::create_dir_all(art.join("bin")).unwrap();
     std::fs::write(art.join("bin/tool"), b"#!/bin/sh\necho hi\n").unwrap();
     std::os::unix::fs::PermissionsExt::set_mode(
-        &mut std::fs::metadata(art.join("bin/tool")).unwrap().permissions(),
+        &mut std::fs::metadata(art.join("bin/tool"))
+            .unwrap()
+            .permissions(),
         0o755,
     );
     std::fs::set_permissions(
@@ -262,7 +268,11 @@ fn gnu_tar_extracting_as_root_with_every_preserve_option_gives_exactly_the_manif
         .arg(&x)
         .output()
         .unwrap();
-    assert!(tar.status.success(), "{}", String::from_utf8_lossy(&tar.stderr));
+    assert!(
+        tar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
     // Every regular file there is, with its mode and owner.
     let mut found = Vec::new();
     let mut stack = vec![x.clone()];
@@ -274,9 +284,18 @@ fn gnu_tar_extracting_as_root_with_every_preserve_option_gives_exactly_the_manif
                 stack.push(e.path());
                 continue;
             }
-            assert!(meta.is_file(), "{} is not a regular file", e.path().display());
+            assert!(
+                meta.is_file(),
+                "{} is not a regular file",
+                e.path().display()
+            );
             use std::os::unix::fs::MetadataExt;
-            let rel = e.path().strip_prefix(&x).unwrap().to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(&x)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             found.push((rel, meta.mode() & 0o7777, meta.uid(), meta.gid()));
         }
     }

@@ -145,3 +145,69 @@ fn peak_rss_stays_within_the_configured_bound_with_many_transfers_and_a_huge_one
     );
     assert_eq!(s.rx.stop().unwrap().code(), Some(0));
 }
+
+#[test]
+#[ignore = "600 MB of frames; run by name in CI"]
+fn forged_transfers_with_a_300_mb_long_name_stay_within_the_bound() {
+    // Regression: two forged CRC-only transfers, each a file that starts
+    // with a 300 MB GNU long-name entry, took the receiver from 7 MB to
+    // 1.8 GB: its verifier read the name whole. No key was needed.
+    let mut s = Setup::new("");
+    let bound = receiver_bound(&s.rx.config).unwrap();
+    s.rx.start().unwrap();
+    let pid = s.rx.pid().unwrap();
+    let forged: Vec<(String, Vec<u8>)> = [b'L', b'x']
+        .iter()
+        .map(|&flag| {
+            let mut bytes = weir_tests::bundles::Raw::extension_header(flag, 300 << 20).to_vec();
+            // Not zeros, so that no two blocks are alike.
+            bytes.extend((0..(300u32 << 20)).map(|i| (i % 251) as u8));
+            bytes.extend_from_slice(&[0u8; 1024]);
+            (format!("forged-{}", flag as char), bytes)
+        })
+        .collect();
+    let before = peak_rss(pid).unwrap();
+    let grams: Vec<Vec<Vec<u8>>> = forged
+        .iter()
+        .enumerate()
+        .map(|(i, (name, bytes))| {
+            weir_tests::rig::frames(bytes, &format!("{name}.weir"), 1, 900 + i as u64)
+        })
+        .collect();
+    weir_tests::rig::blast(s.addr, &weir_tests::rig::interleave(&grams, 0.0, 1.0));
+    // Both are judged and quarantined for their first header.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let reasons: Vec<String> =
+            s.rx.files("quarantine")
+                .into_iter()
+                .filter(|f| f.ends_with(".reason.json"))
+                .collect();
+        if reasons.len() == 2 {
+            for r in reasons {
+                let text = std::fs::read_to_string(s.rx.spool.join("quarantine").join(&r))
+                    .unwrap_or_default();
+                assert!(text.contains("non_canonical"), "{text}");
+                assert!(text.len() < 8192, "{} bytes of reason", text.len());
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not both quarantined: {reasons:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let peak = peak_rss(pid).unwrap();
+    eprintln!(
+        "receiver peak RSS: {} MiB before, {} MiB after two forged transfers of 300 MB; bound {bound}",
+        before >> 20,
+        peak >> 20
+    );
+    assert!(
+        peak <= bound.total(),
+        "peak RSS {} MiB is over the bound {bound}",
+        peak >> 20
+    );
+    assert_eq!(s.rx.stop().unwrap().code(), Some(0));
+}

@@ -259,7 +259,8 @@ impl Daemon {
             Ok(ch) => ch,
             Err(rejection) => {
                 let reasons = serde_json::to_value(&rejection.reasons)?;
-                let dest = self.spool.fail(&c.path, &reasons)?;
+                // Each reason is bounded (cut strings, at most 32 of them).
+                let dest = self.spool.fail(&c.path, &reasons, rejection.omitted)?;
                 warn!(bundle = %c.path.display(), failed = %dest.display(), %rejection, "bundle refused");
                 return Ok(Processed::Failed);
             }

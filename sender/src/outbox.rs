@@ -145,7 +145,12 @@ impl Spool {
     }
 
     /// Moves a bundle to `failed/` and writes `NAME.reason.json` beside it.
-    pub fn fail(&self, path: &Path, reasons: &serde_json::Value) -> anyhow::Result<PathBuf> {
+    pub fn fail(
+        &self,
+        path: &Path,
+        reasons: &serde_json::Value,
+        omitted: usize,
+    ) -> anyhow::Result<PathBuf> {
         let name = path.file_name().context("bundle without a name")?;
         let dest = unique(&self.failed.join(name));
         let dest_name = dest
@@ -158,6 +163,7 @@ impl Spool {
             "from": path,
             "time": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             "reasons": reasons,
+            "omitted": omitted,
         });
         write_atomic(
             &self.failed.join(format!("{dest_name}.reason.json")),
@@ -403,7 +409,7 @@ mod tests {
             let p = spool.outbox.join("bad.weir");
             fs::write(&p, b"bad").unwrap();
             spool
-                .fail(&p, &serde_json::json!(["manifest_missing"]))
+                .fail(&p, &serde_json::json!(["manifest_missing"]), 0)
                 .unwrap();
         }
         assert!(spool.failed.join("bad.weir").exists());

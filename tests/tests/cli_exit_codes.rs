@@ -183,3 +183,72 @@ fn verify_exits_0_when_valid_1_when_rejected_and_2_when_it_cannot_run() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("nowhere.toml"), "{}", text(&o));
 }
+
+#[test]
+fn extract_exits_0_with_the_files_1_when_rejected_and_2_when_it_cannot_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_bundle(d);
+    let o = run(
+        "weir-receiver",
+        &["extract", "--trust", "trust.toml", "app-1.0.weir", "out"],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("extracted: app 1.0: 1 files"),
+        "{}",
+        text(&o)
+    );
+    let f = d.join("out/payload/dist/app.bin");
+    assert_eq!(std::fs::read(&f).unwrap(), vec![7u8; 100_000]);
+    assert_eq!(
+        std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    // Only the payload: no manifest, no signatures, no temporary left.
+    let top: Vec<_> = std::fs::read_dir(d.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(top, ["payload"]);
+    assert!(
+        !std::fs::read_dir(d).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("extract")),
+        "a temporary directory is left"
+    );
+    // Again into the same directory: it exists, so nothing runs.
+    let o = run(
+        "weir-receiver",
+        &["extract", "--trust", "trust.toml", "app-1.0.weir", "out"],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("out"), "{}", text(&o));
+    // Tampered: rejected with the reason, nothing written.
+    let mut tampered = std::fs::read(d.join("app-1.0.weir")).unwrap();
+    let at = tampered.len() - 20_000;
+    tampered[at] ^= 1;
+    std::fs::write(d.join("tampered.weir"), &tampered).unwrap();
+    let o = run(
+        "weir-receiver",
+        &[
+            "extract",
+            "--trust",
+            "trust.toml",
+            "tampered.weir",
+            "out2",
+            "--json",
+        ],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["verdict"], "rejected");
+    assert_eq!(v["reasons"][0]["reason"], "hash_mismatch", "{v}");
+    assert!(!d.join("out2").exists());
+}

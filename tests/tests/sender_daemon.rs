@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use weir_protocol::{FrameKind, Reassembler, ReassemblerConfig};
-use weir_tests::bundles::Fixture;
+use weir_tests::bundles::{FILES, Fixture, Raw};
 use weir_tests::udp::{Received, Seen, Tap, receive, recording_relay};
 
 /// A sender spool, config, keys and trust store in a temporary directory,
@@ -205,6 +205,23 @@ fn the_daemon_refuses_bad_bundles_sends_good_ones_and_beats_when_idle() {
     wait_until("the spool", 10, || outbox.exists());
     std::fs::write(s.dir.path().join("bad.weir"), b"not a bundle").unwrap();
     std::fs::rename(s.dir.path().join("bad.weir"), outbox.join("bad.weir")).unwrap();
+    // A correctly signed bundle carrying a PAX record with an extended
+    // attribute and a 1 MiB comment: refused on the high side too, with
+    // a bounded report.
+    let m = s.fx.manifest(FILES);
+    let sig = s.fx.sign(&s.fx.key, &m, &m.to_bytes());
+    let comment = vec![b'c'; 1 << 20];
+    let hostile = Raw::new()
+        .file("manifest.json", &m.to_bytes(), 0o644)
+        .signature(s.fx.key.id, &sig)
+        .pax(&[
+            ("SCHILY.xattr.security.capability", b"\x01\x00\x00\x02"),
+            ("comment", &comment),
+        ])
+        .payload(FILES)
+        .finish();
+    std::fs::write(s.dir.path().join("pax.weir"), &hostile).unwrap();
+    std::fs::rename(s.dir.path().join("pax.weir"), outbox.join("pax.weir")).unwrap();
     let good_tmp = s.dir.path().join("good.weir");
     let bytes = s.bundle("good", 2, &good_tmp);
     let rx = s.receiver(1, 60);
@@ -221,6 +238,11 @@ fn the_daemon_refuses_bad_bundles_sends_good_ones_and_beats_when_idle() {
     )
     .unwrap();
     assert!(reason["reasons"][0]["reason"].is_string(), "{reason}");
+    let pax = std::fs::read(s.spool("failed").join("pax.weir.reason.json")).unwrap();
+    assert!(pax.len() < 4096, "{} bytes of reason", pax.len());
+    let pax: serde_json::Value = serde_json::from_slice(&pax).unwrap();
+    assert_eq!(pax["reasons"][0]["reason"], "non_canonical", "{pax}");
+    assert_eq!(pax["reasons"][0]["field"], "PAX extended header", "{pax}");
     let journal = std::fs::read_to_string(s.spool("journal.jsonl")).unwrap();
     assert!(journal.contains("\"bundle\":\"good.weir\""), "{journal}");
     assert!(

@@ -596,4 +596,16 @@ mod tests {
         std::fs::write(q.path().join(format!("{id}.weir")), b"old").unwrap();
         assert_eq!(quarantine_stem(q.path(), id, "d1"), format!("{id}-d1"));
     }
+
+    #[test]
+    fn the_quota_counts_every_file_kept() {
+        // Regression: only `*.weir` counted, so reason files (and anything
+        // else left there) grew without bound.
+        let q = tempfile::tempdir().unwrap();
+        std::fs::write(q.path().join("a.weir"), vec![0u8; 1000]).unwrap();
+        std::fs::write(q.path().join("a.reason.json"), vec![0u8; 300]).unwrap();
+        std::fs::write(q.path().join("notes.txt"), vec![0u8; 20]).unwrap();
+        std::fs::create_dir(q.path().join("sub")).unwrap();
+        assert_eq!(dir_bytes(q.path()), 1320);
+    }
 }

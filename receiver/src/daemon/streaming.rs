@@ -230,8 +230,13 @@ impl Verifier {
 
     /// The first `ready` bytes are written.
     pub fn advance(&self, ready: u64) {
-        let before = self.shared.ready.fetch_max(ready, Ordering::AcqRel);
+        let before = self.shared.ready.fetch_max(ready, Ordering::SeqCst);
+        // Woken only if it waits below the new mark: a thread busy feeding
+        // looks at `ready` again before it waits (and `wait` re-reads it
+        // after saying where it waits, so one of the two sees the other).
+        let waiting = self.shared.waiting_at.load(Ordering::SeqCst);
         if ready > before
+            && waiting < ready
             && let Some(tx) = &self.notes
         {
             // Full: the thread has notes to read, and looks at `ready`
@@ -367,9 +372,14 @@ impl Feed {
             // The writer is gone and the file is not complete.
             return Err(io::Error::other("transfer cancelled"));
         }
-        self.shared.waiting_at.store(pos, Ordering::Release);
+        self.shared.waiting_at.store(pos, Ordering::SeqCst);
+        if self.shared.ready.load(Ordering::SeqCst) > pos {
+            // Moved between the look and now: no note will say so.
+            self.shared.waiting_at.store(u64::MAX, Ordering::SeqCst);
+            return Ok(());
+        }
         let got = self.notes.recv_timeout(Duration::from_secs(1));
-        self.shared.waiting_at.store(u64::MAX, Ordering::Release);
+        self.shared.waiting_at.store(u64::MAX, Ordering::SeqCst);
         match got {
             Ok(note) => self.note(note),
             Err(RecvTimeoutError::Timeout) => {}

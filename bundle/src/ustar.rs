@@ -35,6 +35,8 @@
 
 use std::ops::Range;
 
+use weir_protocol::digest::octal as octal_field;
+
 /// Bytes of a header block.
 pub const BLOCK: usize = 512;
 /// A header block.
@@ -204,29 +206,12 @@ pub fn path_of(h: &Block) -> Vec<u8> {
 /// The `size` field read as tar readers read octal (leading spaces, then
 /// digits up to a NUL or space); `None` if it is not octal.
 pub fn size_of(h: &Block) -> Option<u64> {
-    read_octal(h.get(SIZE)?)
+    octal_field(h.get(SIZE)?)
 }
 
 /// The `mode` field's permission bits, read as [`size_of`] reads size.
 pub fn mode_of(h: &Block) -> Option<u32> {
-    read_octal(h.get(MODE)?).map(|m| (m & 0o7777) as u32)
-}
-
-fn read_octal(field: &[u8]) -> Option<u64> {
-    let text = field
-        .iter()
-        .skip_while(|&&b| b == b' ')
-        .take_while(|&&b| b != 0 && b != b' ');
-    let mut n = 0u64;
-    let mut digits = 0;
-    for &b in text {
-        if !(b'0'..=b'7').contains(&b) {
-            return None;
-        }
-        n = n.checked_mul(8)?.checked_add(u64::from(b - b'0'))?;
-        digits += 1;
-    }
-    (digits > 0).then_some(n)
+    octal_field(h.get(MODE)?).map(|m| (m & 0o7777) as u32)
 }
 
 /// Zero bytes after `len` bytes of content, up to the next block boundary.

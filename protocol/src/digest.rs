@@ -274,9 +274,11 @@ fn header_size(h: &[u8; BLOCK]) -> Option<u64> {
     octal(field)
 }
 
-/// An octal header field: optional leading spaces, then at least one digit
-/// `0`–`7`, ending at the first NUL or space or at the end of the field.
-fn octal(field: &[u8]) -> Option<u64> {
+/// An octal header field as tar readers read it: optional leading spaces,
+/// then at least one digit `0`–`7`, ending at the first NUL or space or at
+/// the end of the field. The bundle verifier reads fields the same way, so
+/// that it names what a tar tool would see.
+pub fn octal(field: &[u8]) -> Option<u64> {
     let text = field
         .iter()
         .skip_while(|&&b| b == b' ')

@@ -212,10 +212,10 @@ impl MemReceiver {
                 Event::TransferComplete { descriptor } => {
                     let bytes = self.files.remove(&descriptor.transfer).unwrap_or_default();
                     let verified = weir_protocol::digest::digest(&bytes) == descriptor.digest();
-                    if !verified {
+                    if !verified && descriptor.block_count > 0 {
                         // As the receiver does: the file is wrong, so the
                         // transfer starts afresh and a later pass rebuilds
-                        // it.
+                        // it (an empty one never could: it is dropped).
                         let fresh = weir_protocol::TransferState::new(descriptor.clone());
                         if self.reassembler.import_state(self.now, fresh).is_ok() {
                             self.files

@@ -532,3 +532,34 @@ fn a_forged_shard_with_a_valid_crc_is_caught_by_the_digest_and_the_next_pass_rep
         other => panic!("expected a caught forgery then a clean pass: {other:?}"),
     }
 }
+
+#[test]
+fn an_empty_transfer_with_a_false_digest_is_judged_once() {
+    // Regression (found by the reassembler fuzz target): a descriptor of
+    // 0 bytes whose digest is another file's completes at once; starting
+    // it afresh after the digest check failed completed it again, forever.
+    let other = weir_protocol::digest::digest(b"not empty");
+    let desc = weir_protocol::TransferDescriptor::new(
+        TransferId::from_digest(&other),
+        weir_protocol::BundleName::parse("empty.weir").unwrap(),
+        0,
+        other,
+        default_fec(),
+    )
+    .unwrap();
+    let mut rx = MemReceiver::new(ReassemblerConfig::default());
+    let mut tx = MemSender::new(1, Integrity::Crc32c);
+    let mut link = LossyLink::new(LinkProfile::default(), 3);
+    tx.send_all(&mut chunker(&desc, b"", one_pass()), &mut link, &mut rx);
+    assert!(
+        matches!(
+            &rx.outcomes[..],
+            [Outcome::Complete {
+                verified: false,
+                ..
+            }]
+        ),
+        "{:?}",
+        rx.outcomes
+    );
+}

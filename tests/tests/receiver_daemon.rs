@@ -1255,3 +1255,36 @@ fn a_key_revoked_while_its_bundle_arrives_is_refused_at_publication() {
         "{log}"
     );
 }
+
+#[test]
+fn an_empty_transfer_with_a_false_digest_is_dropped_not_received_in_a_loop() {
+    // Regression (found by fuzzing the simulator, which mirrors this
+    // daemon): a 0-byte descriptor whose digest is another file's
+    // completed at once, failed its digest, and was started afresh, which
+    // completed it at once again, in a loop.
+    let mut s = Setup::new("");
+    s.rx.start().unwrap();
+    let other = weir_protocol::digest::digest(b"not empty");
+    let d = weir_protocol::TransferDescriptor::new(
+        weir_protocol::TransferId::from_digest(&other),
+        weir_protocol::BundleName::parse("empty.weir").unwrap(),
+        0,
+        other,
+        describe(b"x", "x.weir").fec,
+    )
+    .unwrap();
+    let grams = frames_as(d, b"", 1, 7);
+    blast(s.addr, &grams);
+    wait_for("the verdict", Duration::from_secs(10), || {
+        s.rx.log_text().contains("its descriptor is false")
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let log = s.rx.log_text();
+    let judged = log.matches("does not match its transfer digest").count()
+        + log.matches("its descriptor is false").count();
+    // Once per descriptor frame at most, not once per loop turn.
+    assert!(judged <= 2 * grams.len(), "judged {judged} times: {log}");
+    assert!(s.rx.files("staging").is_empty());
+    assert_eq!(s.rx.stop().unwrap().code(), Some(0));
+}

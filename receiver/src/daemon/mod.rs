@@ -629,6 +629,15 @@ impl Daemon {
                         self.publishing.remove(&o.descriptor.transfer);
                     }
                     match &o.verdict {
+                        Verdict::Corrupt if o.descriptor.block_count == 0 => {
+                            // An empty file cannot match another digest:
+                            // the descriptor is false, and receiving it
+                            // again would complete and fail at once, in a
+                            // loop. Its next descriptor is judged afresh.
+                            warn!(transfer = %o.descriptor.transfer, bundle = %o.descriptor.name,
+                                "an empty transfer does not match its digest: its descriptor is false; not received again");
+                            self.forget_transfer(o.descriptor.transfer);
+                        }
                         Verdict::Corrupt | Verdict::Missing => {
                             // Receive it again from scratch, once the core
                             // has room for it.

@@ -692,12 +692,15 @@ impl Reassembler {
     /// Expires transfers idle for longer than the expiry time.
     pub fn handle_timeout(&mut self, now: Instant) {
         let expiry = self.config.transfer_expiry;
-        let stale: Vec<TransferId> = self
+        let mut stale: Vec<TransferId> = self
             .transfers
             .iter()
             .filter(|(_, t)| now.saturating_duration_since(t.last_seen) >= expiry)
             .map(|(id, _)| *id)
             .collect();
+        // The maps' order is random per process: events come in id order,
+        // so that a seed replays a run exactly.
+        stale.sort_unstable();
         for id in stale {
             if let Some(t) = self.remove(id) {
                 self.stats.transfers_expired += 1;
@@ -761,13 +764,16 @@ impl Reassembler {
     /// [`Reassembler::export_state`] covers all shards received (call it
     /// before a shutdown).
     pub fn spill_all(&mut self) {
-        let ids: Vec<TransferId> = self.transfers.keys().copied().collect();
+        // In id and block order, not the maps' random one.
+        let mut ids: Vec<TransferId> = self.transfers.keys().copied().collect();
+        ids.sort_unstable();
         for id in ids {
-            let blocks: Vec<u32> = self
+            let mut blocks: Vec<u32> = self
                 .transfers
                 .get(&id)
                 .map(|t| t.pending.keys().copied().collect())
                 .unwrap_or_default();
+            blocks.sort_unstable();
             for b in blocks {
                 self.spill(id, b);
             }
@@ -1947,6 +1953,49 @@ mod tests {
         run(&mut r, now, &b[..1], &mut file);
         assert_eq!(r.stats().dropped.too_many_transfers, 1);
         assert_eq!(r.progress(da.transfer).map(|p| p.1), Some(12));
+    }
+
+    #[test]
+    fn spills_and_expiries_come_in_id_and_block_order() {
+        // Regression: both walked the maps, whose order is random per
+        // process, so a seeded run did not replay exactly.
+        let config = ReassemblerConfig {
+            max_transfers: 8,
+            ..ReassemblerConfig::default()
+        };
+        let mut r = Reassembler::new(config.clone());
+        let now = Instant::now();
+        let mut descs = Vec::new();
+        for i in 0..6u8 {
+            let bytes: Vec<u8> = data(3000).iter().map(|b| b ^ i).collect();
+            let desc = descriptor(&bytes, fec());
+            let grams = datagrams(&desc, &bytes, 1, u64::from(i) + 1);
+            // The first half: blocks begun, the last groups incomplete.
+            let mut file = vec![0; bytes.len()];
+            run(&mut r, now, &grams[..grams.len() / 2], &mut file);
+            descs.push(desc);
+        }
+        r.spill_all();
+        let mut spilled = Vec::new();
+        while let Some(e) = r.poll_event() {
+            if let Event::SpillBlock(s) = e {
+                spilled.push((s.transfer, s.block));
+            }
+        }
+        assert!(spilled.len() > 6, "{spilled:?}");
+        let mut sorted = spilled.clone();
+        sorted.sort_unstable();
+        assert_eq!(spilled, sorted);
+        r.handle_timeout(now + config.transfer_expiry);
+        let mut expired = Vec::new();
+        while let Some(e) = r.poll_event() {
+            if let Event::TransferExpired { descriptor, .. } = e {
+                expired.push(descriptor.transfer);
+            }
+        }
+        let mut want: Vec<TransferId> = descs.iter().map(|d| d.transfer).collect();
+        want.sort_unstable();
+        assert_eq!(expired, want);
     }
 
     #[test]

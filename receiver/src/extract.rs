@@ -28,7 +28,7 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 use weir_bundle::{BundleInfo, Rejection, TrustStore, Verified, path::check_str};
 
-use crate::spool::sync_dir;
+use weir_host::atomic::{rename_new, sync_dir};
 
 /// Copy size.
 const CHUNK: usize = 1 << 20;
@@ -79,7 +79,12 @@ pub fn extract(
     let written = write_all(&bundle, &file, &temp).and_then(|(files, bytes)| {
         fs::set_permissions(&temp, fs::Permissions::from_mode(0o755))?;
         sync_dir(&temp)?;
-        rename_new(&temp, target)?;
+        rename_new(&temp, target).with_context(|| {
+            format!(
+                "renaming the extraction to {} (it must not exist)",
+                target.display()
+            )
+        })?;
         sync_dir(&parent)?;
         Ok((files, bytes))
     });
@@ -106,18 +111,6 @@ fn temporary_beside(parent: &Path, target: &Path) -> PathBuf {
         .unwrap_or_else(|| "bundle".into());
     let n = N.fetch_add(1, Ordering::Relaxed);
     parent.join(format!(".{stem}.extract-{}-{n}", std::process::id()))
-}
-
-/// Renames `from` to `to`, failing if `to` exists (even as an empty
-/// directory, which a plain rename would replace).
-fn rename_new(from: &Path, to: &Path) -> anyhow::Result<()> {
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).with_context(|| {
-        format!(
-            "renaming the extraction to {} (it must not exist)",
-            to.display()
-        )
-    })
 }
 
 /// Writes every entry under `root`; returns the files and bytes written.

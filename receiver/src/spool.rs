@@ -16,10 +16,11 @@
 //! `incoming/`, fsynced, and linked into place (a hard link never replaces
 //! an existing name), then the directory is fsynced.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use weir_host::atomic::write_atomic;
 use weir_protocol::TransferId;
 
 /// How many finished transfer ids are remembered across restarts.
@@ -184,92 +185,6 @@ pub fn keep_newest_reports(dir: &Path, suffix: &str, companions: &[&str]) {
     }
 }
 
-/// Fsyncs a directory, so that names created or removed in it persist.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Writes `bytes` to `dest` (replacing it) through a temporary file in
-/// `tmp_dir` (same filesystem): create_new, fsync, rename, fsync the
-/// directory. For internal files and reports, never for `staging/`.
-pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = prepare_atomic(tmp_dir, dest, bytes)?;
-    if let Err(e) = fs::rename(&tmp, dest) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    match dest.parent() {
-        Some(dir) => sync_dir(dir),
-        None => Ok(()),
-    }
-}
-
-/// Writes `bytes` to a fsynced temporary file in `tmp_dir` beside `dest`'s
-/// name, for the caller to rename into place (and fsync the directory).
-pub fn prepare_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
-    let tmp = temp_name(tmp_dir, dest);
-    let result = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
-    match result {
-        Ok(()) => Ok(tmp),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
-}
-
-/// Writes `bytes` as a new file `dest` that must not exist yet: through a
-/// temporary file, fsynced, then hard-linked into place (which fails with
-/// `AlreadyExists` rather than replace anything).
-pub fn write_new(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = prepare_atomic(tmp_dir, dest, bytes)?;
-    let result = fs::hard_link(&tmp, dest);
-    let _ = fs::remove_file(&tmp);
-    result
-}
-
-/// Writes `bytes` to `dest` (replacing it) through a temporary file and a
-/// rename, without fsync: for files that only describe the moment, such as
-/// `status.json`, which must not stall the receive loop on a busy disk.
-pub fn write_replace(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = temp_name(tmp_dir, dest);
-    let result = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes))
-        .and_then(|()| fs::rename(&tmp, dest));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// A temporary name no other write uses: process id, a counter and the
-/// clock (a container's daemon may get the same pid after every restart,
-/// and a killed one leaves its temporary files behind).
-fn temp_name(tmp_dir: &Path, dest: &Path) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    tmp_dir.join(format!(
-        ".{name}.{}-{}-{nanos}.tmp",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
 /// Removes temporary files left in `dir` by an interrupted write.
 pub fn remove_temporaries(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
@@ -285,6 +200,7 @@ pub fn remove_temporaries(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_host::atomic::write_new;
 
     #[test]
     fn write_new_never_replaces() {

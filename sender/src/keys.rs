@@ -6,13 +6,14 @@
 //! it is created with mode 0600, and a key file with looser permissions is
 //! refused when loaded.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use minisign::{KeyPair, PublicKey, SecretKey, SecretKeyBox};
 use weir_bundle::KeyId;
+use weir_host::atomic::{Staged, dir_of};
 
 /// Why a key could not be made or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -110,24 +111,24 @@ pub fn keygen(prefix: &Path) -> Result<(PathBuf, PathBuf, KeyId), KeyError> {
     Ok((key_path, pub_path, id))
 }
 
+/// A new key file, whole or not at all: written beside `path` with `mode`,
+/// fsynced, linked into place (never over an existing file).
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                KeyError::Exists(path.to_owned())
-            } else {
-                KeyError::Io {
-                    path: path.to_owned(),
-                    source: e,
-                }
+    let staged = Staged::create(&dir_of(path), path, mode).map_err(io(path))?;
+    staged
+        .file()
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(io(path))?;
+    staged.commit_new().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            KeyError::Exists(path.to_owned())
+        } else {
+            KeyError::Io {
+                path: path.to_owned(),
+                source: e,
             }
-        })?;
-    f.write_all(bytes).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
+        }
+    })
 }
 
 /// Loads an unencrypted secret key, refusing a file others can read.

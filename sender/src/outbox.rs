@@ -16,7 +16,7 @@
 //! `.tmp` or `.part` are never taken.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use weir_host::atomic;
 
 /// Which queue a bundle waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -320,24 +321,14 @@ fn unique(path: &Path) -> PathBuf {
 }
 
 fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))
+    atomic::sync_dir(dir).with_context(|| format!("syncing {}", dir.display()))
 }
 
-/// Writes a small file atomically: temporary name, fsync, rename, dir fsync.
+/// Writes a small file atomically, beside it: create-new, fsync, rename,
+/// fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().context("no parent directory")?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("no file name")?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    sync_dir(dir)
+    atomic::write_atomic(&atomic::dir_of(path), path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

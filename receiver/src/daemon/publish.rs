@@ -32,8 +32,9 @@ use weir_protocol::{BundleName, TransferDescriptor};
 use super::Shared;
 use super::streaming::Verifier;
 use super::writer::Reply;
-use crate::spool::{Spool, keep_newest_reports, sync_dir, write_atomic, write_new};
+use crate::spool::{Spool, keep_newest_reports};
 use crate::trust_file::TrustWatch;
+use weir_host::atomic::{sync_dir, write_atomic, write_new};
 
 /// A complete transfer, on disk and recorded, ready to be verified.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use tracing::warn;
 
 use super::Shared;
-use crate::spool::write_replace;
+use weir_host::atomic::write_replace;
 
 /// The status file's writer thread.
 #[derive(Debug)]

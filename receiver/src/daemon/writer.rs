@@ -35,7 +35,8 @@ use super::direct::{self, ALIGN, Bounce, round_up};
 use super::publish::PublishJob;
 use super::recycle::Recycle;
 use super::streaming::{Handoffs, Verifier};
-use crate::spool::{Spool, keep_newest_reports, prepare_atomic, sync_dir, write_atomic};
+use crate::spool::{Spool, keep_newest_reports};
+use weir_host::atomic::{prepare_atomic, sync_dir, write_atomic};
 
 /// Most blocks written with one request.
 const MAX_RUN: usize = 16;

@@ -19,8 +19,8 @@ use weir_bundle::{
     Artifact, BundleWriter, FORMAT, Manifest, Mode, Sbom, SbomFormat, path::check_str,
 };
 
-use super::output::AtomicOutput;
 use crate::keys::{SigningKey, sign_manifest};
+use weir_host::atomic::{Staged, dir_of};
 
 /// What to put in a bundle.
 #[derive(Debug, Clone)]
@@ -168,7 +168,8 @@ pub fn create(req: &CreateRequest, key: &SigningKey, now: SystemTime) -> anyhow:
     let manifest_bytes = manifest.to_bytes();
     let signature = sign_manifest(key, &manifest_bytes, &manifest.trusted_comment())?;
 
-    let out = AtomicOutput::create(&req.out)?;
+    let out = Staged::create(&dir_of(&req.out), &req.out, 0o644)
+        .with_context(|| format!("creating a file beside {}", req.out.display()))?;
     let mut w = BundleWriter::new(out.file()?, &manifest_bytes, &[(key.id, signature)])?;
     // Artifacts then SBOMs: the manifest's order, which the writer follows.
     for input in payload.iter().chain(&sbom_inputs) {
@@ -177,6 +178,15 @@ pub fn create(req: &CreateRequest, key: &SigningKey, now: SystemTime) -> anyhow:
             .with_context(|| format!("{}", input.source.display()))?;
     }
     w.finish()?;
-    out.publish_new()?;
+    out.commit_new().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!(
+                "{} already exists; refusing to overwrite it",
+                req.out.display()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("publishing {}", req.out.display()))
+        }
+    })?;
     Ok(manifest)
 }

@@ -1,5 +1,5 @@
-//! Bundle tools of the sender: create, sign, and the atomic output they share.
+//! Bundle tools of the sender: create and sign (their output appears whole,
+//! through `weir_host::atomic`).
 
 pub mod create;
-pub mod output;
 pub mod sign;

@@ -13,8 +13,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use weir_bundle::{BundleWriter, Manifest, inspect};
 
-use super::output::AtomicOutput;
 use crate::keys::{SigningKey, sign_manifest};
+use weir_host::atomic::{Staged, dir_of};
 
 /// Adds `key`'s signature to the bundle at `path`.
 pub fn add_signature(path: &Path, key: &SigningKey) -> anyhow::Result<Manifest> {
@@ -32,7 +32,8 @@ pub fn add_signature(path: &Path, key: &SigningKey) -> anyhow::Result<Manifest> 
         sign_manifest(key, &info.manifest_bytes, &info.manifest.trusted_comment())?,
     ));
 
-    let out = AtomicOutput::create(path)?;
+    let out = Staged::create(&dir_of(path), path, 0o644)
+        .with_context(|| format!("creating a file beside {}", path.display()))?;
     let mut w = BundleWriter::new(out.file()?, &info.manifest_bytes, &signatures)?;
     for (entry, offset) in info.contents() {
         source.seek(SeekFrom::Start(offset))?;
@@ -40,6 +41,7 @@ pub fn add_signature(path: &Path, key: &SigningKey) -> anyhow::Result<Manifest> 
             .with_context(|| format!("copying {}", entry.path))?;
     }
     w.finish()?;
-    out.publish_replace()?;
+    out.commit_replace()
+        .with_context(|| format!("replacing {}", path.display()))?;
     Ok(info.manifest)
 }

@@ -25,7 +25,7 @@ use weir_protocol::{
 };
 
 use crate::config::{AfterSend, Settings};
-use crate::engine::{Engine, EngineConfig, Progress, SendOutcome};
+use crate::engine::{Engine, EngineConfig, SendOutcome, SendProgress};
 use crate::outbox::{Candidate, InFlight, JournalRecord, Lane, Spool};
 use crate::source::FileSource;
 use crate::udp::UdpLink;
@@ -301,7 +301,7 @@ impl Daemon {
             // for one still being copied in.
             let mut preempt = || may_preempt && crate::outbox::has_settled(&urgent_dir, settle);
             let began = Instant::now();
-            let mut progress = |p: &Progress| {
+            let mut progress = |p: &SendProgress| {
                 let secs = began.elapsed().as_secs_f64().max(1e-3);
                 status(&format!(
                     "sending {name}: pass {}/{}, block {}/{}, {} MB out at {:.0} Mbit/s",
@@ -466,7 +466,7 @@ pub fn send_files(
                 ..ChunkerConfig::default()
             },
         );
-        let mut progress = |p: &Progress| {
+        let mut progress = |p: &SendProgress| {
             let done_in_pass = d.size.saturating_mul(u64::from(p.blocks_done)) / per_pass;
             bar.set_position(u64::from(p.pass) * d.size + done_in_pass.min(d.size));
             bar.set_message(format!("{}/{}", p.pass + 1, p.passes));

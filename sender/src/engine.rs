@@ -19,7 +19,7 @@ use crate::udp::{MAX_SEGMENTS, UdpLink};
 
 /// Where a transfer is, for status lines and progress bars.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Progress {
+pub struct SendProgress {
     /// The pass being sent (from 0).
     pub pass: u32,
     /// Passes planned.
@@ -206,7 +206,7 @@ impl Engine {
         passes: u32,
         stop: &AtomicBool,
         preempt: &mut (dyn FnMut() -> bool + Send),
-        progress: &mut dyn FnMut(&Progress),
+        progress: &mut dyn FnMut(&SendProgress),
     ) -> anyhow::Result<SendOutcome> {
         self.flush()?;
         precise_timers();
@@ -253,7 +253,7 @@ impl Engine {
                 }
                 if last_progress.elapsed() >= Duration::from_millis(200) || batch.end_of_pass {
                     last_progress = Instant::now();
-                    progress(&Progress {
+                    progress(&SendProgress {
                         pass: batch.pass.min(passes.saturating_sub(1)),
                         passes,
                         blocks_done: batch.blocks_done,

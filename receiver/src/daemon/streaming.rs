@@ -13,7 +13,7 @@
 //!            └─ advance(ready)           ─▶ ready   ─▶ blocks that landed
 //!                                                      before their turn:
 //!                                                      read back from disk
-//!  verifier thread: BundleVerifier::feed(prefix bytes, in order) ─▶ Finding
+//!  verifier thread: BundleVerifier::feed(prefix bytes, in order) ─▶ Verification
 //! ```
 //!
 //! Blocks handed over in memory are fed where they lie, never copied, and
@@ -145,7 +145,7 @@ enum Note {
 
 /// What the writer and the verifier thread share.
 #[derive(Debug)]
-struct Shared {
+struct Mark {
     /// Bytes from the start written without a gap.
     ready: AtomicU64,
     /// The transfer was given up: stop.
@@ -159,7 +159,7 @@ struct Shared {
 
 /// What a verifier found.
 #[derive(Debug)]
-pub struct Finding {
+pub struct Verification {
     /// The bundle verification, over the bytes fed.
     pub verdict: Result<Verified<BundleInfo>, Rejection>,
     /// The transfer digest of those bytes.
@@ -169,18 +169,18 @@ pub struct Finding {
 /// A running verifier.
 #[derive(Debug)]
 pub struct Verifier {
-    shared: Arc<Shared>,
+    mark: Arc<Mark>,
     /// Dropped to tell the thread no more notes come.
     notes: Option<SyncSender<Note>>,
     budget: Handoffs,
     /// Taken by [`Verifier::finish`].
-    thread: Option<JoinHandle<io::Result<Finding>>>,
+    thread: Option<JoinHandle<io::Result<Verification>>>,
 }
 
 impl Drop for Verifier {
     /// A verifier dropped unfinished must not wait for bytes forever.
     fn drop(&mut self) {
-        self.shared.cancelled.store(true, Ordering::Release);
+        self.mark.cancelled.store(true, Ordering::Release);
         // Dropping the sender wakes the thread if it waits.
         self.notes = None;
     }
@@ -197,7 +197,7 @@ impl Verifier {
         budget: Handoffs,
     ) -> io::Result<Self> {
         let disk = Disk::open(path)?;
-        let shared = Arc::new(Shared {
+        let mark = Arc::new(Mark {
             ready: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
             waiting_at: AtomicU64::new(u64::MAX),
@@ -205,7 +205,7 @@ impl Verifier {
         });
         let (tx, rx) = sync_channel(NOTES);
         let feed = Feed {
-            shared: shared.clone(),
+            mark: mark.clone(),
             notes: rx,
             disk,
             size,
@@ -221,7 +221,7 @@ impl Verifier {
                 feed.run(&trust, SystemTime::now())
             })?;
         Ok(Self {
-            shared,
+            mark,
             notes: Some(tx),
             budget,
             thread: Some(thread),
@@ -230,11 +230,11 @@ impl Verifier {
 
     /// The first `ready` bytes are written.
     pub fn advance(&self, ready: u64) {
-        let before = self.shared.ready.fetch_max(ready, Ordering::SeqCst);
+        let before = self.mark.ready.fetch_max(ready, Ordering::SeqCst);
         // Woken only if it waits below the new mark: a thread busy feeding
         // looks at `ready` again before it waits (and `wait` re-reads it
         // after saying where it waits, so one of the two sees the other).
-        let waiting = self.shared.waiting_at.load(Ordering::SeqCst);
+        let waiting = self.mark.waiting_at.load(Ordering::SeqCst);
         if ready > before
             && waiting < ready
             && let Some(tx) = &self.notes
@@ -249,19 +249,19 @@ impl Verifier {
     /// the written prefix), before the matching [`Verifier::advance`].
     pub fn hand_over(&self, offset: u64, data: Bytes) {
         let Some(tx) = &self.notes else { return };
-        if self.shared.cancelled.load(Ordering::Acquire) {
+        if self.mark.cancelled.load(Ordering::Acquire) {
             return;
         }
-        let mine = self.shared.mine.load(Ordering::Acquire);
+        let mine = self.mark.mine.load(Ordering::Acquire);
         if !self.budget.take(mine, data.len()) {
             return;
         }
-        self.shared.mine.fetch_add(data.len(), Ordering::AcqRel);
+        self.mark.mine.fetch_add(data.len(), Ordering::AcqRel);
         let held = Held {
             offset,
             data,
             budget: self.budget.clone(),
-            mine: self.shared.mine.clone(),
+            mine: self.mark.mine.clone(),
         };
         // Refused (full, or the thread is gone): the note drops here and
         // its bytes go back; the thread reads the block from disk.
@@ -271,11 +271,11 @@ impl Verifier {
     /// Where the thread waits for more bytes, if it does.
     #[cfg(test)]
     fn waiting_at(&self) -> Option<u64> {
-        Some(self.shared.waiting_at.load(Ordering::Acquire)).filter(|&w| w != u64::MAX)
+        Some(self.mark.waiting_at.load(Ordering::Acquire)).filter(|&w| w != u64::MAX)
     }
 
     /// Waits for the verdict (the file must be complete, or cancelled).
-    pub fn finish(mut self) -> io::Result<Finding> {
+    pub fn finish(mut self) -> io::Result<Verification> {
         self.notes = None;
         self.thread
             .take()
@@ -293,7 +293,7 @@ impl Verifier {
 /// The verifier thread: feeds the prefix of the file, in order, to the
 /// bundle verifier.
 struct Feed {
-    shared: Arc<Shared>,
+    mark: Arc<Mark>,
     notes: Receiver<Note>,
     disk: Disk,
     size: u64,
@@ -305,16 +305,16 @@ struct Feed {
 }
 
 impl Feed {
-    fn run(mut self, trust: &TrustStore, now: SystemTime) -> io::Result<Finding> {
+    fn run(mut self, trust: &TrustStore, now: SystemTime) -> io::Result<Verification> {
         let mut verifier = BundleVerifier::new(trust, now);
         let mut pos = 0u64;
         while pos < self.size {
             // `ready` first: a block is handed over before `ready` passes
             // it, so every block below the `ready` seen here is either
             // among the notes taken next or was not handed over at all.
-            let ready = self.shared.ready.load(Ordering::Acquire).min(self.size);
+            let ready = self.mark.ready.load(Ordering::Acquire).min(self.size);
             self.take_notes();
-            if self.shared.cancelled.load(Ordering::Acquire) {
+            if self.mark.cancelled.load(Ordering::Acquire) {
                 return Err(io::Error::other("transfer cancelled"));
             }
             // Blocks behind `pos` were read from disk meanwhile.
@@ -343,7 +343,7 @@ impl Feed {
             self.wait(pos)?;
         }
         let found = verifier.finish();
-        Ok(Finding {
+        Ok(Verification {
             verdict: found.verdict,
             digest: found.digest,
         })
@@ -372,14 +372,14 @@ impl Feed {
             // The writer is gone and the file is not complete.
             return Err(io::Error::other("transfer cancelled"));
         }
-        self.shared.waiting_at.store(pos, Ordering::SeqCst);
-        if self.shared.ready.load(Ordering::SeqCst) > pos {
+        self.mark.waiting_at.store(pos, Ordering::SeqCst);
+        if self.mark.ready.load(Ordering::SeqCst) > pos {
             // Moved between the look and now: no note will say so.
-            self.shared.waiting_at.store(u64::MAX, Ordering::SeqCst);
+            self.mark.waiting_at.store(u64::MAX, Ordering::SeqCst);
             return Ok(());
         }
         let got = self.notes.recv_timeout(Duration::from_secs(1));
-        self.shared.waiting_at.store(u64::MAX, Ordering::SeqCst);
+        self.mark.waiting_at.store(u64::MAX, Ordering::SeqCst);
         match got {
             Ok(note) => self.note(note),
             Err(RecvTimeoutError::Timeout) => {}

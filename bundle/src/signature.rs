@@ -157,25 +157,22 @@ pub fn signature_key_id(text: &str) -> Result<KeyId, SignatureProblem> {
     Ok(KeyId(id))
 }
 
-/// Checks one signature file named `file_id` (its name without
-/// `.minisig`) over `manifest_bytes`.
-pub fn check_signature(
-    store: &TrustStore,
-    manifest_bytes: &[u8],
-    manifest: &Manifest,
-    file_id: &str,
+/// What every signature of a bundle must say, counted or not, and what the
+/// writer holds its signatures to: it was made by `file_key`, the key its
+/// file is named for, and its trusted comment names this bundle (it is not
+/// free text either). Returns the decoded signature.
+pub fn check_vouches(
     text: &str,
-    now: SystemTime,
-) -> Result<Signer, SignatureProblem> {
-    let key_id = signature_key_id(text)?;
-    if KeyId::parse(file_id) != Some(key_id) {
+    file_key: KeyId,
+    manifest: &Manifest,
+) -> Result<minisign_verify::Signature, SignatureProblem> {
+    let inside = signature_key_id(text)?;
+    if inside != file_key {
         return Err(SignatureProblem::NameMismatch {
-            file: file_id.to_owned(),
-            inside: key_id,
+            file: file_key.to_string(),
+            inside,
         });
     }
-    // Every signature of a bundle, counted or not, vouches for this
-    // bundle: its trusted comment is not free text either.
     let sig = minisign_verify::Signature::decode(text)
         .map_err(|e| SignatureProblem::Malformed(e.to_string()))?;
     if sig.trusted_comment() != manifest.trusted_comment() {
@@ -183,6 +180,20 @@ pub fn check_signature(
             comment: sig.trusted_comment().to_owned(),
         });
     }
+    Ok(sig)
+}
+
+/// Checks one signature file, named for key `key_id`, over
+/// `manifest_bytes`.
+pub fn check_signature(
+    store: &TrustStore,
+    manifest_bytes: &[u8],
+    manifest: &Manifest,
+    key_id: KeyId,
+    text: &str,
+    now: SystemTime,
+) -> Result<Signer, SignatureProblem> {
+    let sig = check_vouches(text, key_id, manifest)?;
     let key = store
         .by_key_id(key_id)
         .ok_or(SignatureProblem::Untrusted(key_id))?;

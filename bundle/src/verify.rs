@@ -897,8 +897,7 @@ impl<'t> Walk<'t> {
                 field: part,
             });
         } else if let (Some((store, now)), Some(m)) = (self.trust, self.manifest.as_ref()) {
-            let id = key.to_string();
-            match check_signature(store, &self.manifest_bytes, m, &id, &text, now) {
+            match check_signature(store, &self.manifest_bytes, m, key, &text, now) {
                 Ok(s) => self.signers.push(s),
                 Err(p) => {
                     let counts_against = !matches!(

@@ -19,7 +19,7 @@
 use std::io::{self, Read, Write};
 
 use crate::manifest::{EntryRef, MAX_MANIFEST, Manifest, ManifestError, Mode};
-use crate::signature::{MAX_SIGNATURE, MAX_SIGNATURES, check_form, signature_key_id};
+use crate::signature::{MAX_SIGNATURE, MAX_SIGNATURES, check_form, check_vouches};
 use crate::trust::KeyId;
 use crate::ustar::{self, BLOCK};
 
@@ -246,16 +246,7 @@ fn check_signature_text(key: KeyId, text: &str, manifest: &Manifest) -> Result<(
         return Err(problem("larger than 4 KiB".into()));
     }
     check_form(text).map_err(|part| problem(format!("not in canonical form: {part}")))?;
-    let inside = signature_key_id(text).map_err(|p| problem(p.to_string()))?;
-    if inside != key {
-        return Err(problem(format!("made by key {inside}")));
-    }
-    let sig = minisign_verify::Signature::decode(text).map_err(|e| problem(e.to_string()))?;
-    if sig.trusted_comment() != manifest.trusted_comment() {
-        return Err(problem(
-            "its trusted comment does not name this bundle".into(),
-        ));
-    }
+    check_vouches(text, key, manifest).map_err(|p| problem(p.to_string()))?;
     Ok(())
 }
 

@@ -31,9 +31,9 @@ pub fn dir_of(path: &Path) -> PathBuf {
     }
 }
 
-/// A temporary name no other write uses: process id, a counter and the
-/// time, after `dest`'s name.
-fn temp_name(tmp_dir: &Path, dest: &Path) -> PathBuf {
+/// A temporary name in `tmp_dir` no other write uses, for a file or a
+/// directory that becomes `dest`: `.NAME.<pid>-<counter>-<ns>.tmp`.
+pub fn temp_name(tmp_dir: &Path, dest: &Path) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = dest
         .file_name()

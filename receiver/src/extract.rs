@@ -5,7 +5,7 @@
 //!  open BUNDLE once ─▶ verify (signatures, every hash, canonical form)
 //!        │ rejected: nothing is written
 //!        ▼
-//!  DIR/../.DIR.extract-<pid>-<n>/   each file copied from where the layout
+//!  DIR/../.DIR.<pid>-<n>-<ns>.tmp/  each file copied from where the layout
 //!        │                          puts it (same open file), hashed again,
 //!        │                          created with create_new and the
 //!        │                          manifest's mode, fsynced
@@ -22,13 +22,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 use weir_bundle::{BundleInfo, Rejection, TrustStore, Verified, path::check_str};
 
-use weir_host::atomic::{rename_new, sync_dir};
+use weir_host::atomic::{rename_new, sync_dir, temp_name};
 
 /// Copy size.
 const CHUNK: usize = 1 << 20;
@@ -71,7 +70,7 @@ pub fn extract(
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    let temp = temporary_beside(&parent, target);
+    let temp = temp_name(&parent, target);
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&temp)
@@ -100,17 +99,6 @@ pub fn extract(
             Err(e)
         }
     }
-}
-
-/// A name beside `target` that no other extraction uses.
-fn temporary_beside(parent: &Path, target: &Path) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let stem = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "bundle".into());
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    parent.join(format!(".{stem}.extract-{}-{n}", std::process::id()))
 }
 
 /// Writes every entry under `root`; returns the files and bytes written.

@@ -218,7 +218,7 @@ fn extract_exits_0_with_the_files_1_when_rejected_and_2_when_it_cannot_run() {
             .unwrap()
             .file_name()
             .to_string_lossy()
-            .contains("extract")),
+            .ends_with(".tmp")),
         "a temporary directory is left"
     );
     // Again into the same directory: it exists, so nothing runs.

@@ -388,12 +388,12 @@ impl Feed {
         Ok(())
     }
 
-    /// A fed block's buffer goes back for reuse (its budget with it).
-    fn give_back(&self, mut h: Held) {
-        let data = std::mem::take(&mut h.data);
-        let len = data.len();
-        h.mine.fetch_sub(len, Ordering::AcqRel);
-        h.budget.give(len);
+    /// A fed block's buffer goes back for reuse; its budget goes back as
+    /// the note is dropped, first, so that the buffer given back is the
+    /// only copy this thread holds.
+    fn give_back(&self, h: Held) {
+        let data = h.data.clone();
+        drop(h);
         if let Some(r) = &self.recycle {
             r.give(data);
         }
